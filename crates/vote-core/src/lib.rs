@@ -1,0 +1,24 @@
+//! The vote rules shared by every producer, native or WebAssembly.
+//!
+//! A vote travels through this crate in three steps:
+//! 1. [`input`]: read what the voter sent (JSON in the seeds' shape, or the gRPC `Vote` message)
+//!    into a [`VoteInput`], keeping each field's raw form.
+//! 2. [`rules`]: validate and normalise it into a [`ValidVote`], or name the field that is wrong.
+//! 3. [`event`]: build the versioned [`proto::VoteEvent`] with a fresh UUIDv7 and encode it for
+//!    Kafka; the consumer decodes it with the same code.
+//!
+//! The crate has no I/O and builds for `wasm32-wasip2`, so the REST component and the native gRPC
+//! producer apply exactly the same rules.
+
+pub mod event;
+pub mod input;
+pub mod rules;
+
+/// The message types generated from `proto/votes.proto` (package `votes.v1`).
+pub mod proto {
+    include!(concat!(env!("OUT_DIR"), "/votes.v1.rs"));
+}
+
+pub use event::{decode_event, encode_event, new_event, now_ms, EventError, Path, SCHEMA_HEADER, SCHEMA_VERSION, TOPIC};
+pub use input::{parse_json_vote, parse_json_votes, Scalar, VoteInput};
+pub use rules::{validate, Field, ValidVote, VoteError, MAX_RANK, MAX_TEXT_BYTES, MIN_YEAR};
