@@ -1,0 +1,33 @@
+# The two commands of the README: `make up` runs the whole system locally, `make test` runs the
+# suite. Both install what is missing first (scripts/setup.sh).
+CARGO_TARGET_DIR ?= $(CURDIR)/target
+export CARGO_TARGET_DIR
+VOTECTL := $(CARGO_TARGET_DIR)/release/votectl
+
+.PHONY: setup build up down status test bench clean-state
+
+setup:
+	@bash scripts/setup.sh
+
+build: setup
+	cargo build --release --workspace --bins
+
+up: build
+	$(VOTECTL) up
+
+down:
+	@if [ -x $(VOTECTL) ]; then $(VOTECTL) down; else echo "nothing built yet, nothing to stop"; fi
+
+status:
+	$(VOTECTL) status
+
+test: setup
+	cargo build --workspace --bins
+	@if cargo nextest --version >/dev/null 2>&1; then \
+		cargo nextest run --workspace --no-fail-fast; \
+	else \
+		cargo test --workspace --no-fail-fast; \
+	fi
+
+clean-state: down
+	rm -rf .votes

@@ -1,0 +1,187 @@
+//! The end-to-end test harness: a private stack (Tansu, Redis, NX-27017) on free ports in a
+//! temporary directory, the project's real binaries started as processes, and helpers to read
+//! what landed in Redis and MongoDB. Everything it starts dies with it.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use tonic::transport::Channel;
+use vote_core::proto::Vote;
+use vote_grpc::VoteServiceClient;
+use vote_stack::process::Launch;
+use vote_stack::{Part, StackConfig, Supervisor};
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("binding an ephemeral port").local_addr().unwrap().port()
+}
+
+/// The directory holding the project's binaries (`target/<profile>`), next to the test's `deps/`.
+fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>/deps").to_path_buf();
+    for name in ["consumer", "grpc-producer"] {
+        assert!(
+            dir.join(name).is_file(),
+            "{} is missing: build the binaries first with `cargo build --workspace --bins` (`make test` does)",
+            dir.join(name).display()
+        );
+    }
+    dir
+}
+
+/// A private stack for one test.
+pub struct TestStack {
+    pub config: StackConfig,
+    pub supervisor: Supervisor,
+    _dir: tempfile::TempDir,
+}
+
+impl TestStack {
+    /// Starts Tansu, Redis and NX-27017 on free ports and creates the votes topic.
+    pub async fn start() -> Self {
+        let dir = tempfile::Builder::new().prefix("votes-e2e-").tempdir().expect("temp dir");
+        let mut config = StackConfig::local_defaults();
+        config.state_dir = dir.path().to_owned();
+        config.bin_dir = bin_dir();
+        config.reuse_running = false;
+        config.kafka_port = free_port();
+        config.redis_port = free_port();
+        config.mongo_port = free_port();
+        config.grpc_port = free_port();
+        config.grpc_metrics_port = free_port();
+        config.consumer_metrics_port = free_port();
+        let supervisor = Supervisor::attached(&config.state_dir);
+        if let Err(error) = vote_stack::up(&config, &supervisor, &Part::SERVERS).await {
+            panic!("the test stack did not start: {error:#}");
+        }
+        Self { config, supervisor, _dir: dir }
+    }
+
+    /// Starts the gRPC producer with the stack's settings and extra flags; waits until it serves.
+    pub async fn start_producer(&self, extra_args: &[&str]) {
+        let launch = self.config.launch(Part::GrpcProducer).args(extra_args);
+        self.supervisor.spawn(&launch).expect("starting grpc-producer");
+        vote_stack::stack::wait_ready(&self.config, &self.supervisor, Part::GrpcProducer).await.expect("grpc-producer ready");
+    }
+
+    /// Starts a consumer named `name` with its own metrics port and extra flags; returns the
+    /// port of its `/metrics`.
+    pub async fn start_consumer(&self, name: &str, extra_args: &[&str]) -> u16 {
+        let port = free_port();
+        let mut launch: Launch = self.config.launch(Part::Consumer).args(extra_args);
+        launch.name = name.to_owned();
+        launch.env.push(("VOTES_CONSUMER_METRICS_ADDR".into(), format!("127.0.0.1:{port}")));
+        self.supervisor.spawn(&launch).expect("starting consumer");
+        let url = format!("http://127.0.0.1:{port}/healthz");
+        eventually(Duration::from_secs(30), || async { vote_stack::probe::http_ok(&url).await.is_ok() })
+            .await
+            .unwrap_or_else(|_| panic!("consumer {name} did not serve /healthz:\n{}", self.supervisor.log_tail(name, 20)));
+        port
+    }
+
+    pub async fn grpc_client(&self) -> VoteServiceClient<Channel> {
+        VoteServiceClient::connect(self.config.grpc_url()).await.expect("connecting to grpc-producer")
+    }
+
+    pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.config.redis_url()).unwrap().get_multiplexed_async_connection().await.expect("redis connection")
+    }
+
+    /// `votes:total`, 0 when absent.
+    pub async fn total(&self) -> u64 {
+        let total: Option<u64> = redis::cmd("GET").arg("votes:total").query_async(&mut self.redis().await).await.unwrap();
+        total.unwrap_or(0)
+    }
+
+    /// A hash of the Redis contract, field -> count.
+    pub async fn hash(&self, key: &str) -> HashMap<String, u64> {
+        redis::cmd("HGETALL").arg(key).query_async(&mut self.redis().await).await.unwrap()
+    }
+
+    pub async fn logs(&self) -> mongodb::Collection<mongodb::bson::Document> {
+        let client = mongodb::Client::with_uri_str(self.config.mongo_url()).await.expect("mongo client");
+        client.database("votes").collection("logs")
+    }
+
+    /// Documents in `votes.logs`.
+    pub async fn logged(&self) -> u64 {
+        self.logs().await.count_documents(mongodb::bson::doc! {}).await.expect("count votes.logs")
+    }
+
+    /// Waits until both stores hold `expected` votes, then a little longer to catch overshoot.
+    pub async fn wait_for_counts(&self, expected: u64, timeout: Duration) {
+        let reached = eventually(timeout, || async { self.total().await >= expected && self.logged().await >= expected }).await;
+        if reached.is_err() {
+            panic!(
+                "after {timeout:?}: votes:total = {}, votes.logs = {}, expected {expected}",
+                self.total().await,
+                self.logged().await
+            );
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+/// A counter's value from a Prometheus text page (summing its labelled series).
+pub async fn metric(port: u16, name: &str) -> f64 {
+    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await.expect("GET /metrics").text().await.unwrap();
+    text.lines()
+        .filter(|line| line.starts_with(name) && line[name.len()..].starts_with([' ', '{']))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Polls `check` until it is true or `timeout` passes.
+pub async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> Result<(), ()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check().await {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `count` valid votes cycling through the shipped bands, with year and rank as strings.
+pub fn valid_votes(count: usize) -> Vec<Vote> {
+    const BANDS: [(&str, &str, &str); 4] = [
+        ("Alux Nahual", "Conquista", "1986"),
+        ("Bohemia Suburbana", "Eructo del alma", "1996"),
+        ("Malacates Trébol Shop", "Niño", "2008"),
+        ("Viernes Verde", "Viernes Verde", "2003"),
+    ];
+    (0..count)
+        .map(|i| {
+            let (name, album, year) = BANDS[i % BANDS.len()];
+            Vote { name: name.into(), album: album.into(), year: year.into(), rank: ((i % 5) + 1).to_string() }
+        })
+        .collect()
+}
+
+/// `count` invalid votes, each with the field that is wrong.
+pub fn invalid_votes(count: usize) -> Vec<(Vote, &'static str)> {
+    let ok = || Vote { name: "Legión".into(), album: "Legión".into(), year: "1989".into(), rank: "1".into() };
+    let cases: Vec<(Vote, &'static str)> = vec![
+        (Vote { name: "".into(), ..ok() }, "name"),
+        (Vote { name: "   ".into(), ..ok() }, "name"),
+        (Vote { name: "x".repeat(129), ..ok() }, "name"),
+        (Vote { album: "".into(), ..ok() }, "album"),
+        (Vote { album: "a\u{0}b".into(), ..ok() }, "album"),
+        (Vote { year: "1492".into(), ..ok() }, "year"),
+        (Vote { year: "dos mil".into(), ..ok() }, "year"),
+        (Vote { year: "".into(), ..ok() }, "year"),
+        (Vote { rank: "0".into(), ..ok() }, "rank"),
+        (Vote { rank: "1.5".into(), ..ok() }, "rank"),
+    ];
+    (0..count).map(|i| cases[i % cases.len()].clone()).collect()
+}

@@ -1,0 +1,54 @@
+//! Wires the VoteService, gRPC health and reflection onto one tonic server, and `/metrics` onto
+//! a small HTTP server beside it.
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use vote_grpc::VoteServiceServer;
+use vote_kafka::{Publisher, PublisherSettings};
+use vote_service::Shutdown;
+
+use crate::api::VoteApi;
+use crate::metrics::Metrics;
+
+/// Where the producer listens and which broker it publishes to.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub grpc_addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    pub publisher: PublisherSettings,
+}
+
+/// Serves until `shutdown` fires, then drains in-flight calls and flushes the producer.
+pub async fn serve(settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
+    let metrics = Metrics::new();
+    let publisher = Publisher::new(&settings.publisher).context("creating the Kafka producer")?;
+    let api = VoteApi::new(publisher.clone(), metrics.clone());
+
+    let metrics_bound = vote_service::spawn_http(settings.metrics_addr, vote_service::metrics_router(metrics.registry.clone()), shutdown.clone()).await?;
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter.set_serving::<VoteServiceServer<VoteApi>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(vote_grpc::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("building the reflection service")?;
+
+    let listener = tokio::net::TcpListener::bind(settings.grpc_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.grpc_addr))?;
+    let grpc_bound = listener.local_addr()?;
+    tracing::info!(grpc = %grpc_bound, metrics = %metrics_bound, brokers = %settings.publisher.brokers, "grpc-producer serving");
+
+    let mut stop = shutdown.clone();
+    tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(VoteServiceServer::new(api))
+        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async move { stop.wait().await })
+        .await
+        .context("gRPC server failed")?;
+    publisher.flush(settings.publisher.timeout);
+    tracing::info!("grpc-producer stopped");
+    Ok(())
+}

@@ -1,0 +1,93 @@
+//! What every service binary shares: logging set-up, the Prometheus `/metrics` and `/healthz`
+//! endpoint, and a shutdown signal that fires on SIGTERM or Ctrl-C.
+
+use std::net::SocketAddr;
+
+use axum::{http::header, response::IntoResponse, routing::get, Router};
+use prometheus::{Encoder, Registry, TextEncoder};
+use tokio::sync::watch;
+
+/// Sets up `tracing` with the `RUST_LOG` filter (default `info`).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+}
+
+/// Renders a registry in the Prometheus text format.
+pub fn render_metrics(registry: &Registry) -> String {
+    let mut buffer = Vec::new();
+    // Encoding into a Vec cannot fail for the text format.
+    let _ = TextEncoder::new().encode(&registry.gather(), &mut buffer);
+    String::from_utf8(buffer).unwrap_or_default()
+}
+
+/// A router with `/metrics` (Prometheus text) and `/healthz` (always `ok` while serving).
+pub fn metrics_router(registry: Registry) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let body = render_metrics(&registry);
+                async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response() }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok" }))
+}
+
+/// Serves `router` on `addr` until `shutdown` fires. Binding happens before this returns, so a
+/// port that is taken is reported at start-up.
+pub async fn spawn_http(addr: SocketAddr, router: Router, mut shutdown: Shutdown) -> anyhow::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+    let bound = listener.local_addr()?;
+    tokio::spawn(async move {
+        let serve = axum::serve(listener, router).with_graceful_shutdown(async move { shutdown.wait().await });
+        if let Err(error) = serve.await {
+            tracing::error!(%error, "http server stopped");
+        }
+    });
+    Ok(bound)
+}
+
+/// A shutdown signal that many tasks can wait on.
+#[derive(Clone)]
+pub struct Shutdown(watch::Receiver<bool>);
+
+impl Shutdown {
+    /// A signal that fires on SIGTERM or Ctrl-C.
+    pub fn on_signals() -> Self {
+        let (tx, rx) = watch::channel(false);
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutdown requested");
+            let _ = tx.send(true);
+        });
+        Self(rx)
+    }
+
+    /// Whether shutdown was requested.
+    pub fn requested(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Waits until shutdown is requested.
+    pub async fn wait(&mut self) {
+        let _ = self.0.wait_for(|stop| *stop).await;
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -1,0 +1,192 @@
+//! Where each part of the local stack listens, where its files go, and how it is launched.
+
+use std::path::{Path, PathBuf};
+
+use crate::process::Launch;
+
+/// Kafka (Tansu) port of the local stack.
+pub const DEFAULT_KAFKA_PORT: u16 = 9092;
+/// Redis port of the local stack.
+pub const DEFAULT_REDIS_PORT: u16 = 6379;
+/// MongoDB (NX-27017) port of the local stack.
+pub const DEFAULT_MONGO_PORT: u16 = 27017;
+/// gRPC producer port.
+pub const DEFAULT_GRPC_PORT: u16 = 50051;
+/// gRPC producer `/metrics` port.
+pub const DEFAULT_GRPC_METRICS_PORT: u16 = 9102;
+/// Consumer `/metrics` port.
+pub const DEFAULT_CONSUMER_METRICS_PORT: u16 = 9101;
+
+/// The parts of the stack, in start order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Part {
+    Kafka,
+    Redis,
+    Mongo,
+    Consumer,
+    GrpcProducer,
+}
+
+impl Part {
+    pub const ALL: [Part; 5] = [Part::Kafka, Part::Redis, Part::Mongo, Part::Consumer, Part::GrpcProducer];
+    /// The backing servers (reused when one already answers).
+    pub const SERVERS: [Part; 3] = [Part::Kafka, Part::Redis, Part::Mongo];
+
+    /// The part's name in logs, pid files and `votectl status`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Part::Kafka => "kafka",
+            Part::Redis => "redis",
+            Part::Mongo => "mongodb",
+            Part::Consumer => "consumer",
+            Part::GrpcProducer => "grpc-producer",
+        }
+    }
+}
+
+/// Everything the stack needs to know; every field has a documented default.
+#[derive(Debug, Clone)]
+pub struct StackConfig {
+    /// Where logs (`logs/`), pid files (`run/`) and data (`data/`) go.
+    pub state_dir: PathBuf,
+    /// The address every part binds to and is reached at.
+    pub host: String,
+    pub kafka_port: u16,
+    pub redis_port: u16,
+    pub mongo_port: u16,
+    pub grpc_port: u16,
+    pub grpc_metrics_port: u16,
+    pub consumer_metrics_port: u16,
+    /// Partitions of the votes topic.
+    pub partitions: i32,
+    /// The `tansu` binary (built with the `libsql` feature for SQLite storage).
+    pub tansu_bin: PathBuf,
+    /// The `redis-server` binary.
+    pub redis_bin: PathBuf,
+    /// The `nx-27017` binary from the project's Python venv.
+    pub nx_bin: PathBuf,
+    /// Where the project's own binaries (`consumer`, `grpc-producer`) are.
+    pub bin_dir: PathBuf,
+    /// Reuse a server that already answers on a port instead of failing (never in tests).
+    pub reuse_running: bool,
+}
+
+/// The repository root this crate was built in (for the venv and the default data).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap_or_else(|_| PathBuf::from("."))
+}
+
+/// Finds `name` on `PATH`, then in `~/.cargo/bin`; falls back to the bare name.
+pub fn find_program(name: &str) -> PathBuf {
+    let mut candidates: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|path| std::env::split_paths(&path).map(|dir| dir.join(name)).collect())
+        .unwrap_or_default();
+    if let Some(home) = std::env::var_os("HOME") {
+        candidates.push(PathBuf::from(home).join(".cargo/bin").join(name));
+    }
+    candidates.into_iter().find(|p| p.is_file()).unwrap_or_else(|| PathBuf::from(name))
+}
+
+impl StackConfig {
+    /// The local defaults: standard ports on 127.0.0.1, state in `<repo>/.votes`, binaries next
+    /// to the running executable.
+    pub fn local_defaults() -> Self {
+        let bin_dir = std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.parent().map(Path::to_path_buf))
+            .unwrap_or_else(|| PathBuf::from("."));
+        Self {
+            state_dir: repo_root().join(".votes"),
+            host: "127.0.0.1".to_owned(),
+            kafka_port: DEFAULT_KAFKA_PORT,
+            redis_port: DEFAULT_REDIS_PORT,
+            mongo_port: DEFAULT_MONGO_PORT,
+            grpc_port: DEFAULT_GRPC_PORT,
+            grpc_metrics_port: DEFAULT_GRPC_METRICS_PORT,
+            consumer_metrics_port: DEFAULT_CONSUMER_METRICS_PORT,
+            partitions: vote_kafka::DEFAULT_PARTITIONS,
+            tansu_bin: find_program("tansu"),
+            redis_bin: find_program("redis-server"),
+            nx_bin: repo_root().join(".venv/bin/nx-27017"),
+            bin_dir,
+            reuse_running: true,
+        }
+    }
+
+    pub fn brokers(&self) -> String {
+        format!("{}:{}", self.host, self.kafka_port)
+    }
+    pub fn redis_url(&self) -> String {
+        format!("redis://{}:{}", self.host, self.redis_port)
+    }
+    pub fn mongo_url(&self) -> String {
+        format!("mongodb://{}:{}/?directConnection=true", self.host, self.mongo_port)
+    }
+    pub fn grpc_url(&self) -> String {
+        format!("http://{}:{}", self.host, self.grpc_port)
+    }
+    pub fn grpc_metrics_url(&self) -> String {
+        format!("http://{}:{}/metrics", self.host, self.grpc_metrics_port)
+    }
+    pub fn consumer_metrics_url(&self) -> String {
+        format!("http://{}:{}/metrics", self.host, self.consumer_metrics_port)
+    }
+    pub fn data_dir(&self, part: Part) -> PathBuf {
+        self.state_dir.join("data").join(part.name())
+    }
+
+    /// The port a part is reached on.
+    pub fn port(&self, part: Part) -> u16 {
+        match part {
+            Part::Kafka => self.kafka_port,
+            Part::Redis => self.redis_port,
+            Part::Mongo => self.mongo_port,
+            Part::Consumer => self.consumer_metrics_port,
+            Part::GrpcProducer => self.grpc_port,
+        }
+    }
+
+    /// How a part is started as a child process.
+    pub fn launch(&self, part: Part) -> Launch {
+        let data = self.data_dir(part);
+        let host = &self.host;
+        match part {
+            Part::Kafka => {
+                let url = format!("tcp://{host}:{}", self.kafka_port);
+                Launch::new(part.name(), &self.tansu_bin)
+                    .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+                    .args(["--storage-engine", &format!("sqlite://{}", data.join("tansu.db").display())])
+                    .env("RUST_LOG", "warn")
+                    .data_dir(data)
+            }
+            Part::Redis => Launch::new(part.name(), &self.redis_bin)
+                .args(["--bind", host, "--port", &self.redis_port.to_string(), "--dir", &data.display().to_string()])
+                .args(["--appendonly", "yes", "--save", "", "--protected-mode", "no"])
+                .data_dir(data),
+            Part::Mongo => Launch::new(part.name(), &self.nx_bin)
+                .args(["--host", host, "--port", &self.mongo_port.to_string(), "--data-dir", &data.display().to_string()])
+                .args(["--log-file", &self.state_dir.join("logs/mongodb-server.log").display().to_string()])
+                .args(["--pid-file", &data.join("nx-27017.pid").display().to_string()])
+                .data_dir(data),
+            Part::Consumer => Launch::new(part.name(), self.bin_dir.join("consumer"))
+                .env("VOTES_KAFKA_BROKERS", self.brokers())
+                .env("VOTES_REDIS_URL", self.redis_url())
+                .env("VOTES_MONGO_URL", self.mongo_url())
+                .env("VOTES_CONSUMER_METRICS_ADDR", format!("{host}:{}", self.consumer_metrics_port)),
+            Part::GrpcProducer => Launch::new(part.name(), self.bin_dir.join("grpc-producer"))
+                .env("VOTES_KAFKA_BROKERS", self.brokers())
+                .env("VOTES_GRPC_ADDR", format!("{host}:{}", self.grpc_port))
+                .env("VOTES_GRPC_METRICS_ADDR", format!("{host}:{}", self.grpc_metrics_port)),
+        }
+    }
+
+    /// What to tell a user whose part cannot be started because its program is missing.
+    pub fn install_hint(&self, part: Part) -> &'static str {
+        match part {
+            Part::Kafka => "install Tansu with `make setup` (cargo install tansu --features libsql --locked) or set VOTES_TANSU_BIN",
+            Part::Redis => "install Redis with `make setup` (apt-get install redis-server) or set VOTES_REDIS_BIN",
+            Part::Mongo => "create the Python venv with `make setup` (.venv with pip install nx-27017) or set VOTES_NX_BIN",
+            Part::Consumer | Part::GrpcProducer => "build the project with `cargo build --release` (or `make build`)",
+        }
+    }
+}

@@ -1,0 +1,62 @@
+//! Readiness probes that speak each part's own protocol.
+
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::config::{Part, StackConfig};
+
+/// How long one probe attempt may take.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Kafka: the broker answers a metadata request.
+pub async fn kafka(brokers: &str) -> anyhow::Result<()> {
+    let brokers = brokers.to_owned();
+    tokio::task::spawn_blocking(move || vote_kafka::probe(&brokers, vote_core::TOPIC, ATTEMPT_TIMEOUT))
+        .await?
+        .context("no answer to a Kafka metadata request")?;
+    Ok(())
+}
+
+/// Redis: `PING` answers `PONG`.
+pub async fn redis(url: &str) -> anyhow::Result<()> {
+    let client = redis::Client::open(url)?;
+    let mut connection = tokio::time::timeout(ATTEMPT_TIMEOUT, client.get_multiplexed_async_connection())
+        .await
+        .context("timed out")??;
+    let pong: String = redis::cmd("PING").query_async(&mut connection).await?;
+    anyhow::ensure!(pong == "PONG", "unexpected PING reply {pong:?}");
+    Ok(())
+}
+
+/// MongoDB: the `ping` command succeeds.
+pub async fn mongo(url: &str) -> anyhow::Result<()> {
+    let mut options = mongodb::options::ClientOptions::parse(url).await?;
+    options.server_selection_timeout = Some(ATTEMPT_TIMEOUT);
+    options.connect_timeout = Some(ATTEMPT_TIMEOUT);
+    let client = mongodb::Client::with_options(options)?;
+    client.database("admin").run_command(mongodb::bson::doc! { "ping": 1 }).await?;
+    Ok(())
+}
+
+/// An HTTP service: `GET url` answers 2xx.
+pub async fn http_ok(url: &str) -> anyhow::Result<()> {
+    let response = reqwest::Client::new().get(url).timeout(ATTEMPT_TIMEOUT).send().await?;
+    anyhow::ensure!(response.status().is_success(), "{url} answered {}", response.status());
+    Ok(())
+}
+
+/// Whatever the part speaks.
+pub async fn part(config: &StackConfig, part: Part) -> anyhow::Result<()> {
+    match part {
+        Part::Kafka => kafka(&config.brokers()).await,
+        Part::Redis => redis(&config.redis_url()).await,
+        Part::Mongo => mongo(&config.mongo_url()).await,
+        Part::Consumer => http_ok(&config.consumer_metrics_url().replace("/metrics", "/healthz")).await,
+        Part::GrpcProducer => {
+            http_ok(&config.grpc_metrics_url().replace("/metrics", "/healthz")).await?;
+            tokio::net::TcpStream::connect((config.host.as_str(), config.grpc_port)).await?;
+            Ok(())
+        }
+    }
+}

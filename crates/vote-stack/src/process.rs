@@ -1,0 +1,170 @@
+//! Child processes of the stack: spawned detached with their output in `logs/NAME.log` and their
+//! pid in `run/NAME.pid`, so a later `votectl down` can stop what `votectl up` started.
+
+use std::collections::HashMap;
+use std::fs;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// How to start one child: program, arguments, environment and the data directory it needs.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    pub name: String,
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Launch {
+    pub fn new(name: &str, program: impl Into<PathBuf>) -> Self {
+        Self { name: name.to_owned(), program: program.into(), args: Vec::new(), env: Vec::new(), data_dir: None }
+    }
+    pub fn args<I: IntoIterator<Item = S>, S: AsRef<str>>(mut self, args: I) -> Self {
+        self.args.extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self
+    }
+    pub fn env(mut self, key: &str, value: impl Into<String>) -> Self {
+        self.env.push((key.to_owned(), value.into()));
+        self
+    }
+    pub fn data_dir(mut self, dir: PathBuf) -> Self {
+        self.data_dir = Some(dir);
+        self
+    }
+}
+
+/// Starts, finds and stops the children of one state directory.
+pub struct Supervisor {
+    state_dir: PathBuf,
+    /// Children started by this process, so their exit is reaped (a zombie is not "running").
+    children: Mutex<HashMap<String, Child>>,
+    /// Whether children die with this process (tests) or outlive it (`votectl up`).
+    die_with_parent: bool,
+}
+
+impl Supervisor {
+    /// A supervisor whose children outlive it.
+    pub fn detached(state_dir: &Path) -> Self {
+        Self { state_dir: state_dir.to_owned(), children: Mutex::default(), die_with_parent: false }
+    }
+
+    /// A supervisor whose children are killed if this process dies (for tests).
+    pub fn attached(state_dir: &Path) -> Self {
+        Self { die_with_parent: true, ..Self::detached(state_dir) }
+    }
+
+    pub fn log_path(&self, name: &str) -> PathBuf {
+        self.state_dir.join("logs").join(format!("{name}.log"))
+    }
+
+    fn pid_path(&self, name: &str) -> PathBuf {
+        self.state_dir.join("run").join(format!("{name}.pid"))
+    }
+
+    /// Spawns a child, appending its output to its log file and recording its pid.
+    pub fn spawn(&self, launch: &Launch) -> anyhow::Result<u32> {
+        if !launch.program.is_file() {
+            bail!("{} is not installed: {} does not exist", launch.name, launch.program.display());
+        }
+        fs::create_dir_all(self.state_dir.join("logs"))?;
+        fs::create_dir_all(self.state_dir.join("run"))?;
+        if let Some(dir) = &launch.data_dir {
+            fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let log = fs::OpenOptions::new().create(true).append(true).open(self.log_path(&launch.name))?;
+        let mut command = Command::new(&launch.program);
+        command
+            .args(&launch.args)
+            .envs(launch.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .process_group(0);
+        if self.die_with_parent {
+            // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+            unsafe {
+                command.pre_exec(|| {
+                    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
+                });
+            }
+        }
+        let child = command.spawn().with_context(|| format!("starting {}", launch.program.display()))?;
+        let pid = child.id();
+        fs::write(self.pid_path(&launch.name), pid.to_string())?;
+        self.children.lock().expect("children lock").insert(launch.name.clone(), child);
+        tracing::debug!(name = %launch.name, pid, "started");
+        Ok(pid)
+    }
+
+    /// The pid of a running child of this state directory, if any.
+    pub fn running(&self, name: &str) -> Option<u32> {
+        if let Some(child) = self.children.lock().expect("children lock").get_mut(name) {
+            return match child.try_wait() {
+                Ok(None) => Some(child.id()),
+                _ => None,
+            };
+        }
+        let pid: u32 = fs::read_to_string(self.pid_path(name)).ok()?.trim().parse().ok()?;
+        kill(Pid::from_raw(pid as i32), None).ok().map(|()| pid)
+    }
+
+    /// The last `lines` lines of a child's log, to explain why it stopped.
+    pub fn log_tail(&self, name: &str, lines: usize) -> String {
+        let text = fs::read_to_string(self.log_path(name)).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// Sends SIGKILL (for crash tests) and waits for the process to be gone.
+    pub fn kill(&self, name: &str) -> anyhow::Result<()> {
+        self.signal_and_wait(name, Signal::SIGKILL, Duration::from_secs(10))
+    }
+
+    /// Stops a child: SIGTERM, then SIGKILL after `grace`. Returns whether one was running.
+    pub fn stop(&self, name: &str, grace: Duration) -> anyhow::Result<bool> {
+        if self.running(name).is_none() {
+            let _ = fs::remove_file(self.pid_path(name));
+            return Ok(false);
+        }
+        if self.signal_and_wait(name, Signal::SIGTERM, grace).is_err() {
+            tracing::warn!(name, "did not stop in time, killing");
+            self.signal_and_wait(name, Signal::SIGKILL, Duration::from_secs(10))?;
+        }
+        let _ = fs::remove_file(self.pid_path(name));
+        Ok(true)
+    }
+
+    fn signal_and_wait(&self, name: &str, signal: Signal, timeout: Duration) -> anyhow::Result<()> {
+        let Some(pid) = self.running(name) else { return Ok(()) };
+        kill(Pid::from_raw(pid as i32), signal).with_context(|| format!("signalling {name}"))?;
+        let deadline = Instant::now() + timeout;
+        while self.running(name).is_some() {
+            if Instant::now() > deadline {
+                bail!("{name} (pid {pid}) still running {timeout:?} after {signal}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.children.lock().expect("children lock").remove(name);
+        Ok(())
+    }
+}
+
+impl Drop for Supervisor {
+    /// Children that die with their parent are stopped when the supervisor goes.
+    fn drop(&mut self) {
+        if self.die_with_parent {
+            let names: Vec<String> = self.children.lock().map(|c| c.keys().cloned().collect()).unwrap_or_default();
+            for name in names {
+                let _ = self.stop(&name, Duration::from_secs(5));
+            }
+        }
+    }
+}

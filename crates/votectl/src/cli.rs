@@ -1,0 +1,132 @@
+//! The commands and flags of `votectl`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use vote_stack::config::{self as defaults, StackConfig};
+
+#[derive(Parser, Debug)]
+#[command(version, about = "Run the votes platform locally, cast votes and read the results")]
+pub struct Cli {
+    #[command(flatten)]
+    pub stack: StackArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Start the local stack (Kafka, Redis, MongoDB, consumer, gRPC producer) and print where it is.
+    Up,
+    /// Stop everything `up` started.
+    Down,
+    /// Show each part's address and health.
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send votes to a producer.
+    Cast(CastArgs),
+    /// Print the live counts from Redis.
+    Results {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Which producer to send votes through.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProducerPath {
+    /// The native tonic gRPC producer.
+    Grpc,
+}
+
+#[derive(Args, Debug)]
+pub struct CastArgs {
+    /// The producer to send through.
+    #[arg(long, value_enum, default_value = "grpc")]
+    pub path: ProducerPath,
+    /// How many votes to send (the data set is cycled through).
+    #[arg(long, default_value_t = 1000)]
+    pub count: u64,
+    /// A traffic file in the seeds' format (a JSON array of {name, album, year, rank}); the
+    /// shipped data set of Guatemalan bands when absent.
+    #[arg(long)]
+    pub file: Option<PathBuf>,
+    /// How many votes are in flight at once.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Where the local stack lives; every value has an env variable and a documented default.
+#[derive(Args, Debug)]
+pub struct StackArgs {
+    /// State directory for logs, pid files and data [default: <repo>/.votes].
+    #[arg(long, global = true, env = "VOTES_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Address every local part binds to and is reached at.
+    #[arg(long, global = true, env = "VOTES_HOST", default_value = "127.0.0.1")]
+    pub host: String,
+    /// Kafka (Tansu) port.
+    #[arg(long, global = true, env = "VOTES_KAFKA_PORT", default_value_t = defaults::DEFAULT_KAFKA_PORT)]
+    pub kafka_port: u16,
+    /// Redis port.
+    #[arg(long, global = true, env = "VOTES_REDIS_PORT", default_value_t = defaults::DEFAULT_REDIS_PORT)]
+    pub redis_port: u16,
+    /// MongoDB (NX-27017) port.
+    #[arg(long, global = true, env = "VOTES_MONGO_PORT", default_value_t = defaults::DEFAULT_MONGO_PORT)]
+    pub mongo_port: u16,
+    /// gRPC producer port.
+    #[arg(long, global = true, env = "VOTES_GRPC_PORT", default_value_t = defaults::DEFAULT_GRPC_PORT)]
+    pub grpc_port: u16,
+    /// gRPC producer metrics port.
+    #[arg(long, global = true, env = "VOTES_GRPC_METRICS_PORT", default_value_t = defaults::DEFAULT_GRPC_METRICS_PORT)]
+    pub grpc_metrics_port: u16,
+    /// Consumer metrics port.
+    #[arg(long, global = true, env = "VOTES_CONSUMER_METRICS_PORT", default_value_t = defaults::DEFAULT_CONSUMER_METRICS_PORT)]
+    pub consumer_metrics_port: u16,
+    /// The tansu binary [default: tansu on PATH or in ~/.cargo/bin].
+    #[arg(long, global = true, env = "VOTES_TANSU_BIN")]
+    pub tansu_bin: Option<PathBuf>,
+    /// The redis-server binary [default: redis-server on PATH].
+    #[arg(long, global = true, env = "VOTES_REDIS_BIN")]
+    pub redis_bin: Option<PathBuf>,
+    /// The nx-27017 binary [default: <repo>/.venv/bin/nx-27017].
+    #[arg(long, global = true, env = "VOTES_NX_BIN")]
+    pub nx_bin: Option<PathBuf>,
+    /// Fail instead of reusing a Kafka, Redis or MongoDB that already answers on its port.
+    #[arg(long, global = true)]
+    pub no_reuse: bool,
+}
+
+impl StackArgs {
+    pub fn to_config(&self) -> StackConfig {
+        let mut config = StackConfig::local_defaults();
+        if let Some(dir) = &self.state_dir {
+            config.state_dir = dir.clone();
+        }
+        config.host = self.host.clone();
+        config.kafka_port = self.kafka_port;
+        config.redis_port = self.redis_port;
+        config.mongo_port = self.mongo_port;
+        config.grpc_port = self.grpc_port;
+        config.grpc_metrics_port = self.grpc_metrics_port;
+        config.consumer_metrics_port = self.consumer_metrics_port;
+        if let Some(bin) = &self.tansu_bin {
+            config.tansu_bin = bin.clone();
+        }
+        if let Some(bin) = &self.redis_bin {
+            config.redis_bin = bin.clone();
+        }
+        if let Some(bin) = &self.nx_bin {
+            config.nx_bin = bin.clone();
+        }
+        config.reuse_running = !self.no_reuse;
+        config
+    }
+}
