@@ -42,6 +42,11 @@ pub struct TestStack {
 impl TestStack {
     /// Starts Tansu, Redis and NX-27017 on free ports and creates the votes topic.
     pub async fn start() -> Self {
+        Self::start_parts(&Part::SERVERS).await
+    }
+
+    /// Starts only the given servers on free ports.
+    pub async fn start_parts(parts: &[Part]) -> Self {
         let dir = tempfile::Builder::new().prefix("votes-e2e-").tempdir().expect("temp dir");
         let mut config = StackConfig::local_defaults();
         config.state_dir = dir.path().to_owned();
@@ -54,7 +59,7 @@ impl TestStack {
         config.grpc_metrics_port = free_port();
         config.consumer_metrics_port = free_port();
         let supervisor = Supervisor::attached(&config.state_dir);
-        if let Err(error) = vote_stack::up(&config, &supervisor, &Part::SERVERS).await {
+        if let Err(error) = vote_stack::up(&config, &supervisor, parts).await {
             panic!("the test stack did not start: {error:#}");
         }
         Self { config, supervisor, _dir: dir }

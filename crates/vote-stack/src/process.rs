@@ -58,7 +58,7 @@ impl Supervisor {
 
     /// A supervisor whose children are killed if this process dies (for tests).
     pub fn attached(state_dir: &Path) -> Self {
-        Self { die_with_parent: true, ..Self::detached(state_dir) }
+        Self { state_dir: state_dir.to_owned(), children: Mutex::default(), die_with_parent: true }
     }
 
     pub fn log_path(&self, name: &str) -> PathBuf {

@@ -38,14 +38,19 @@ pub async fn read(redis_url: &str) -> anyhow::Result<Results> {
     Ok(Results { total: total.unwrap_or(0), bands: sorted(bands), albums: sorted(albums), paths: sorted(paths) })
 }
 
+/// A JSON object of counts, keeping the sorted order.
+fn object(entries: &[(String, u64)]) -> serde_json::Map<String, serde_json::Value> {
+    entries.iter().map(|(key, count)| (key.clone(), (*count).into())).collect()
+}
+
 pub async fn run(config: &StackConfig, json: bool) -> anyhow::Result<()> {
     let results = read(&config.redis_url()).await?;
     if json {
         let object = serde_json::json!({
             "total": results.total,
-            "bands": results.bands.iter().cloned().collect::<serde_json::Map<_, _>>(),
-            "albums": results.albums.iter().cloned().collect::<serde_json::Map<_, _>>(),
-            "paths": results.paths.iter().cloned().collect::<serde_json::Map<_, _>>(),
+            "bands": object(&results.bands),
+            "albums": object(&results.albums),
+            "paths": object(&results.paths),
         });
         println!("{}", serde_json::to_string_pretty(&object)?);
         return Ok(());
