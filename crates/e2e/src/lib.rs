@@ -91,6 +91,20 @@ impl TestStack {
         VoteServiceClient::connect(self.config.grpc_url()).await.expect("connecting to grpc-producer")
     }
 
+    /// Casts every vote over gRPC, 32 at a time; returns the vote ids. Panics on a refusal.
+    pub async fn cast_all(&self, votes: Vec<Vote>) -> Vec<String> {
+        use futures::stream::{self, StreamExt};
+        let client = self.grpc_client().await;
+        stream::iter(votes)
+            .map(|vote| {
+                let mut client = client.clone();
+                async move { client.cast(vote).await.expect("valid vote accepted").into_inner().vote_id }
+            })
+            .buffer_unordered(32)
+            .collect()
+            .await
+    }
+
     pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
         redis::Client::open(self.config.redis_url()).unwrap().get_multiplexed_async_connection().await.expect("redis connection")
     }

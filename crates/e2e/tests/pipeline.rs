@@ -4,7 +4,6 @@
 use std::time::{Duration, Instant};
 
 use e2e::{eventually, invalid_votes, metric, valid_votes, TestStack};
-use futures::stream::{self, StreamExt};
 
 /// 1,000 valid and 100 invalid votes: exactly 1,000 counted and logged, the invalid ones nowhere,
 /// each rejection naming its field.
@@ -15,15 +14,7 @@ async fn grpc_votes_are_counted_and_logged_exactly_once() {
     let consumer_port = stack.start_consumer("consumer", &[]).await;
     let client = stack.grpc_client().await;
 
-    let valid = valid_votes(1000);
-    let accepted: Vec<String> = stream::iter(valid.clone())
-        .map(|vote| {
-            let mut client = client.clone();
-            async move { client.cast(vote).await.expect("valid vote accepted").into_inner().vote_id }
-        })
-        .buffer_unordered(32)
-        .collect()
-        .await;
+    let accepted = stack.cast_all(valid_votes(1000)).await;
     assert_eq!(accepted.len(), 1000);
 
     for (vote, field) in invalid_votes(100) {
@@ -59,15 +50,7 @@ async fn grpc_votes_are_counted_and_logged_exactly_once() {
 async fn a_consumer_killed_before_its_commit_counts_nothing_twice() {
     let stack = TestStack::start().await;
     stack.start_producer(&[]).await;
-    let client = stack.grpc_client().await;
-    stream::iter(valid_votes(1000))
-        .for_each_concurrent(32, |vote| {
-            let mut client = client.clone();
-            async move {
-                client.cast(vote).await.expect("vote accepted");
-            }
-        })
-        .await;
+    stack.cast_all(valid_votes(1000)).await;
 
     // One batch holds all 1,000 votes; the consumer writes them, then sleeps before committing.
     stack.start_consumer("doomed", &["--batch-max", "5000", "--batch-linger-ms", "3000", "--pause-before-commit-ms", "600000"]).await;
@@ -96,15 +79,7 @@ async fn two_consumers_in_one_group_split_the_work() {
     // Let the group settle so both own partitions before the votes arrive.
     tokio::time::sleep(Duration::from_secs(8)).await;
 
-    let client = stack.grpc_client().await;
-    stream::iter(valid_votes(2000))
-        .for_each_concurrent(32, |vote| {
-            let mut client = client.clone();
-            async move {
-                client.cast(vote).await.expect("vote accepted");
-            }
-        })
-        .await;
+    stack.cast_all(valid_votes(2000)).await;
     stack.wait_for_counts(2000, Duration::from_secs(60)).await;
 
     let (a, b) = (metric(first, "consumer_votes_counted_total").await, metric(second, "consumer_votes_counted_total").await);
@@ -148,10 +123,9 @@ async fn broker_down_gives_unavailable_then_votes_flow_again() {
             }
         }
     }
-    // Acknowledged votes: 10 before and 10 after. The one refused during the outage may or may
-    // not have reached the broker later, but it was never acknowledged to the voter.
+    // 10 votes before and 10 after; the one refused during the outage was dropped by the
+    // producer when its wait ran out, so it never reaches the broker later.
     stack.wait_for_counts(20, Duration::from_secs(60)).await;
-    let total = stack.total().await;
-    assert!((20..=21).contains(&total), "votes:total = {total}");
-    assert_eq!(stack.logged().await, total);
+    assert_eq!(stack.total().await, 20);
+    assert_eq!(stack.logged().await, 20);
 }

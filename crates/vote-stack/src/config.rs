@@ -155,7 +155,8 @@ impl StackConfig {
                 let url = format!("tcp://{host}:{}", self.kafka_port);
                 Launch::new(part.name(), &self.tansu_bin)
                     .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
-                    .args(["--storage-engine", &format!("sqlite://{}", data.join("tansu.db").display())])
+                    // Tansu reads the SQLite path relative to its working directory, the data dir.
+                    .args(["--storage-engine", "sqlite://tansu.db"])
                     .env("RUST_LOG", "warn")
                     .data_dir(data)
             }

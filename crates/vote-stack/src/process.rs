@@ -20,6 +20,7 @@ pub struct Launch {
     pub program: PathBuf,
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
+    /// Created before the start and used as the working directory.
     pub data_dir: Option<PathBuf>,
 }
 
@@ -76,11 +77,12 @@ impl Supervisor {
         }
         fs::create_dir_all(self.state_dir.join("logs"))?;
         fs::create_dir_all(self.state_dir.join("run"))?;
+        let mut command = Command::new(&launch.program);
         if let Some(dir) = &launch.data_dir {
             fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            command.current_dir(dir);
         }
         let log = fs::OpenOptions::new().create(true).append(true).open(self.log_path(&launch.name))?;
-        let mut command = Command::new(&launch.program);
         command
             .args(&launch.args)
             .envs(launch.env.iter().map(|(k, v)| (k, v)))
