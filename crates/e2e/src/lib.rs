@@ -47,7 +47,11 @@ impl TestStack {
 
     /// Starts only the given servers on free ports.
     pub async fn start_parts(parts: &[Part]) -> Self {
-        let dir = tempfile::Builder::new().prefix("votes-e2e-").tempdir().expect("temp dir");
+        let mut dir = tempfile::Builder::new().prefix("votes-e2e-").tempdir().expect("temp dir");
+        if std::env::var_os("VOTES_KEEP_TEST_STATE").is_some() {
+            dir.disable_cleanup(true);
+            eprintln!("test state kept in {}", dir.path().display());
+        }
         let mut config = StackConfig::local_defaults();
         config.state_dir = dir.path().to_owned();
         config.bin_dir = bin_dir();

@@ -90,7 +90,8 @@ async fn two_consumers_in_one_group_split_the_work() {
 }
 
 /// With the broker down a vote fails with UNAVAILABLE within the bounded wait; once the broker
-/// is back, votes flow again and nothing acknowledged is lost.
+/// is back, votes flow again (the producer starts a fresh session) and the consumer, which ran
+/// through the outage, counts every acknowledged vote once.
 #[tokio::test]
 async fn broker_down_gives_unavailable_then_votes_flow_again() {
     let stack = TestStack::start().await;

@@ -6,6 +6,7 @@
 //! - [`consumer_config`]: a consumer that commits by hand, after its writes succeeded.
 //! - [`ensure_topic`]: creates the votes topic with its partitions if it is missing.
 
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -79,15 +80,45 @@ impl PublisherSettings {
 }
 
 /// An idempotent, `acks=all` producer. Cheap to clone; share one per process.
+///
+/// When a publish finds the broker unavailable, the underlying client is replaced by a fresh one,
+/// so that once the broker is back the producer starts a new idempotence session (new producer
+/// id) instead of resuming sequences the broker may no longer know: a restarted Tansu rejects
+/// those, and any broker would fence them after a long outage. Every message of the old client
+/// has already failed back to its caller, so nothing acknowledged is dropped.
 #[derive(Clone)]
 pub struct Publisher {
-    producer: FutureProducer,
-    timeout: Duration,
+    inner: Arc<PublisherInner>,
+}
+
+struct PublisherInner {
+    settings: PublisherSettings,
+    current: RwLock<Arc<FutureProducer>>,
 }
 
 impl Publisher {
     pub fn new(settings: &PublisherSettings) -> Result<Self, SetupError> {
-        Ok(Self { producer: settings.client_config().create()?, timeout: settings.timeout })
+        let producer = Arc::new(settings.client_config().create()?);
+        Ok(Self { inner: Arc::new(PublisherInner { settings: settings.clone(), current: RwLock::new(producer) }) })
+    }
+
+    fn current(&self) -> Arc<FutureProducer> {
+        self.inner.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Replaces `failed` by a fresh client, unless another caller already did.
+    fn replace(&self, failed: &Arc<FutureProducer>) {
+        let mut current = self.inner.current.write().unwrap_or_else(|e| e.into_inner());
+        if !Arc::ptr_eq(&current, failed) {
+            return;
+        }
+        match self.inner.settings.client_config().create() {
+            Ok(fresh) => {
+                tracing::warn!("the broker is unavailable; starting a fresh producer session for when it is back");
+                *current = Arc::new(fresh);
+            }
+            Err(error) => tracing::error!(%error, "could not create a fresh producer; keeping the old one"),
+        }
     }
 
     /// Publishes one message and waits for the broker's acknowledgement.
@@ -103,17 +134,29 @@ impl Publisher {
             owned_headers = owned_headers.insert(Header { key, value: Some(*value) });
         }
         let record = FutureRecord::to(topic).key(key).payload(payload).headers(owned_headers);
-        match self.producer.send(record, Timeout::After(self.timeout)).await {
+        let producer = self.current();
+        match producer.send(record, Timeout::After(self.inner.settings.timeout)).await {
             Ok(delivery) => Ok(Ack { partition: delivery.partition, offset: delivery.offset }),
-            Err((error, _message)) => Err(classify(error)),
+            Err((error, _message)) => {
+                let error = classify(error);
+                if matches!(error, PublishError::Unavailable(_)) {
+                    self.replace(&producer);
+                }
+                Err(error)
+            }
         }
     }
 
     /// Waits up to `timeout` for queued messages to be delivered (used on shutdown).
     pub fn flush(&self, timeout: Duration) {
-        if let Err(error) = self.producer.flush(Timeout::After(timeout)) {
+        if let Err(error) = self.current().flush(Timeout::After(timeout)) {
             tracing::warn!(%error, "messages still queued at shutdown");
         }
+    }
+
+    /// The bounded wait for an acknowledgement.
+    pub fn timeout(&self) -> Duration {
+        self.inner.settings.timeout
     }
 }
 
