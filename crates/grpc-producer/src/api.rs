@@ -6,7 +6,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 use tonic_types::{ErrorDetails, StatusExt};
 use vote_core::proto::{CastSummary, Receipt, Rejection, Vote};
-use vote_core::{encode_event, new_event, now_ms, validate, Path, VoteError, VoteInput, SCHEMA_HEADER, TOPIC};
+use vote_core::{encode_event, new_event, now_ms, validate, Path, VoteError, VoteInput, TOPIC};
 use vote_kafka::{PublishError, Publisher};
 
 use crate::metrics::Metrics;
@@ -38,7 +38,7 @@ impl VoteApi {
         let payload = encode_event(&event);
         let ack = self
             .publisher
-            .publish(TOPIC, event.vote_id.as_bytes(), &payload, &[(SCHEMA_HEADER.0, SCHEMA_HEADER.1.as_bytes())])
+            .publish(TOPIC, event.vote_id.as_bytes(), &payload, &[])
             .await
             .map_err(CastError::Publish)?;
         self.metrics.publish_seconds.observe(received.elapsed().as_secs_f64());

@@ -10,8 +10,6 @@ use crate::rules::ValidVote;
 pub const TOPIC: &str = "votes";
 /// The version of the `VoteEvent` schema this crate writes; readers refuse other versions.
 pub const SCHEMA_VERSION: u32 = 1;
-/// The Kafka header naming the payload's schema, so other event kinds can share a broker.
-pub const SCHEMA_HEADER: (&str, &str) = ("schema", "votes.v1.VoteEvent");
 
 /// How a vote reached Kafka.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

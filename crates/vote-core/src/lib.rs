@@ -19,6 +19,6 @@ pub mod proto {
     include!(concat!(env!("OUT_DIR"), "/votes.v1.rs"));
 }
 
-pub use event::{decode_event, encode_event, new_event, now_ms, EventError, Path, SCHEMA_HEADER, SCHEMA_VERSION, TOPIC};
+pub use event::{decode_event, encode_event, new_event, now_ms, EventError, Path, SCHEMA_VERSION, TOPIC};
 pub use input::{parse_json_vote, parse_json_votes, Scalar, VoteInput};
 pub use rules::{validate, Field, ValidVote, VoteError, MAX_RANK, MAX_TEXT_BYTES, MIN_YEAR};
