@@ -6,10 +6,12 @@ use anyhow::Context;
 use serde::Serialize;
 use vote_stack::StackConfig;
 
-/// The counters of the Redis contract.
+/// The counters of the Redis contract, and the number of logs in MongoDB.
 #[derive(Debug, Serialize)]
 pub struct Results {
     pub total: u64,
+    /// Documents in `votes.logs` (None when MongoDB did not answer).
+    pub logged: Option<u64>,
     pub bands: Vec<(String, u64)>,
     pub albums: Vec<(String, u64)>,
     pub paths: Vec<(String, u64)>,
@@ -35,7 +37,15 @@ pub async fn read(redis_url: &str) -> anyhow::Result<Results> {
         .hgetall("votes:paths")
         .query_async(&mut connection)
         .await?;
-    Ok(Results { total: total.unwrap_or(0), bands: sorted(bands), albums: sorted(albums), paths: sorted(paths) })
+    Ok(Results { total: total.unwrap_or(0), logged: None, bands: sorted(bands), albums: sorted(albums), paths: sorted(paths) })
+}
+
+/// Counts the documents in `votes.logs`.
+async fn count_logs(mongo_url: &str) -> anyhow::Result<u64> {
+    let mut options = mongodb::options::ClientOptions::parse(mongo_url).await?;
+    options.server_selection_timeout = Some(std::time::Duration::from_secs(3));
+    let client = mongodb::Client::with_options(options)?;
+    Ok(client.database("votes").collection::<mongodb::bson::Document>("logs").estimated_document_count().await?)
 }
 
 /// A JSON object of counts, keeping the sorted order.
@@ -44,10 +54,15 @@ fn object(entries: &[(String, u64)]) -> serde_json::Map<String, serde_json::Valu
 }
 
 pub async fn run(config: &StackConfig, json: bool) -> anyhow::Result<()> {
-    let results = read(&config.redis_url()).await?;
+    let mut results = read(&config.redis_url()).await?;
+    match count_logs(&config.mongo_url()).await {
+        Ok(logged) => results.logged = Some(logged),
+        Err(error) => eprintln!("MongoDB at {} did not answer: {error:#}", config.mongo_url()),
+    }
     if json {
         let object = serde_json::json!({
             "total": results.total,
+            "logged": results.logged,
             "bands": object(&results.bands),
             "albums": object(&results.albums),
             "paths": object(&results.paths),
@@ -56,6 +71,9 @@ pub async fn run(config: &StackConfig, json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     println!("total votes: {}", results.total);
+    if let Some(logged) = results.logged {
+        println!("logged in MongoDB: {logged}");
+    }
     println!("\nby band:");
     for (band, count) in &results.bands {
         println!("  {count:>8}  {band}");
