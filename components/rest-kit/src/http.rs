@@ -1,0 +1,112 @@
+//! HTTP plumbing over `wasi:http`: reading a bounded body and sending a reply.
+
+use crate::bindings::wasi::http::types::{
+    Fields, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam,
+};
+use crate::bindings::wasi::io::streams::StreamError;
+
+/// A reply to send: status, extra headers and a body (JSON unless a header says otherwise).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    /// A JSON reply.
+    pub fn json(status: u16, value: &serde_json::Value) -> Self {
+        Self { status, headers: Vec::new(), body: value.to_string().into_bytes() }
+    }
+
+    /// A JSON error naming the field (or `body`) and the reason.
+    pub fn error(status: u16, field: &str, reason: &str) -> Self {
+        Self::json(status, &serde_json::json!({ "error": reason, "field": field }))
+    }
+
+    pub fn with_header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Sends the reply through the response outparam.
+    pub fn send(self, out: ResponseOutparam) {
+        let mut fields: Vec<(String, Vec<u8>)> = vec![("content-type".into(), b"application/json".to_vec())];
+        fields.extend(self.headers.into_iter().map(|(k, v)| (k, v.into_bytes())));
+        let headers = Fields::from_list(&fields).expect("valid response headers");
+        let response = OutgoingResponse::new(headers);
+        response.set_status_code(self.status).expect("valid status code");
+        let body = response.body().expect("response body taken once");
+        ResponseOutparam::set(out, Ok(response));
+        let stream = body.write().expect("body stream taken once");
+        for chunk in self.body.chunks(4096) {
+            if stream.blocking_write_and_flush(chunk).is_err() {
+                // The client went away; nothing more to do.
+                return;
+            }
+        }
+        drop(stream);
+        let _ = OutgoingBody::finish(body, None);
+    }
+}
+
+/// The request's method as text.
+pub fn method_name(request: &IncomingRequest) -> String {
+    match request.method() {
+        Method::Get => "GET".into(),
+        Method::Head => "HEAD".into(),
+        Method::Post => "POST".into(),
+        Method::Put => "PUT".into(),
+        Method::Delete => "DELETE".into(),
+        Method::Connect => "CONNECT".into(),
+        Method::Options => "OPTIONS".into(),
+        Method::Trace => "TRACE".into(),
+        Method::Patch => "PATCH".into(),
+        Method::Other(other) => other,
+    }
+}
+
+/// The path without the query string.
+pub fn path(request: &IncomingRequest) -> String {
+    let full = request.path_with_query().unwrap_or_default();
+    full.split('?').next().unwrap_or("").to_owned()
+}
+
+/// The first value of a header, as text.
+pub fn header(request: &IncomingRequest, name: &str) -> Option<String> {
+    let values = request.headers().get(name);
+    values.first().map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+/// Whether the request says its body is JSON (`application/json`, any parameters).
+pub fn is_json(request: &IncomingRequest) -> bool {
+    header(request, "content-type")
+        .map(|v| v.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/json"))
+        .unwrap_or(false)
+}
+
+/// Reads the whole body, refusing more than `limit` bytes with `413`.
+pub fn read_body(request: &IncomingRequest, limit: usize) -> Result<Vec<u8>, Reply> {
+    let too_large = || Reply::error(413, "body", &format!("the body is larger than the limit of {limit} bytes"));
+    if let Some(length) = header(request, "content-length").and_then(|v| v.trim().parse::<usize>().ok()) {
+        if length > limit {
+            return Err(too_large());
+        }
+    }
+    let body = request.consume().map_err(|()| Reply::error(400, "body", "the body was already read"))?;
+    let stream = body.stream().map_err(|()| Reply::error(400, "body", "the body cannot be read"))?;
+    let mut bytes = Vec::new();
+    loop {
+        match stream.blocking_read(64 * 1024) {
+            Ok(chunk) => {
+                if bytes.len() + chunk.len() > limit {
+                    return Err(too_large());
+                }
+                bytes.extend_from_slice(&chunk);
+            }
+            Err(StreamError::Closed) => break,
+            Err(StreamError::LastOperationFailed(_)) => return Err(Reply::error(400, "body", "the body could not be read to its end")),
+        }
+    }
+    Ok(bytes)
+}

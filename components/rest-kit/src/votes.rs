@@ -1,0 +1,143 @@
+//! The REST endpoints of a vote producer: `POST /votes` (one vote) and `POST /votes/batch` (a
+//! bounded JSON array, answered per item), over the shared vote-core rules.
+
+use vote_core::proto::VoteEvent;
+use vote_core::{encode_event, new_event, now_ms, parse_json_vote, parse_json_votes, validate, Path, ValidVote, VoteError, VoteInput, TOPIC};
+
+use crate::bindings::votes::platform::publisher::{self, Ack, Message, PublishError};
+use crate::bindings::wasi::http::types::{IncomingRequest, ResponseOutparam};
+use crate::http::{is_json, method_name, path, read_body, Reply};
+
+/// The largest body `POST /votes` reads.
+pub const MAX_VOTE_BYTES: usize = 16 * 1024;
+/// The largest body `POST /votes/batch` reads.
+pub const MAX_BATCH_BYTES: usize = 1024 * 1024;
+/// The most votes one batch may hold.
+pub const MAX_BATCH_ITEMS: usize = 500;
+/// Seconds a client should wait before retrying when the broker is unavailable.
+pub const RETRY_AFTER_SECONDS: &str = "1";
+
+/// What makes one producer component different from another.
+pub trait Policy {
+    /// `name@version` of the component, recorded in every event it publishes.
+    fn producer(&self) -> &str;
+
+    /// Rules on top of vote-core's (none by default).
+    fn check(&self, _vote: &ValidVote) -> Result<(), VoteError> {
+        Ok(())
+    }
+}
+
+/// Answers one request.
+pub fn serve(request: IncomingRequest, out: ResponseOutparam, policy: &dyn Policy) {
+    route(&request, policy).send(out);
+}
+
+fn route(request: &IncomingRequest, policy: &dyn Policy) -> Reply {
+    let method = method_name(request);
+    match (path(request).as_str(), method.as_str()) {
+        ("/votes", "POST") => cast_one(request, policy),
+        ("/votes/batch", "POST") => cast_batch(request, policy),
+        ("/.well-known/component", "GET") => Reply::json(200, &serde_json::json!({ "producer": policy.producer() })),
+        ("/votes" | "/votes/batch", _) => {
+            Reply::error(405, "method", &format!("{method} is not allowed here; use POST")).with_header("allow", "POST")
+        }
+        (other, _) => Reply::error(404, "path", &format!("no such endpoint: {other}; votes go to POST /votes")),
+    }
+}
+
+fn invalid(error: &VoteError) -> Reply {
+    Reply::error(400, error.field.as_str(), &error.reason)
+}
+
+fn require_json(request: &IncomingRequest) -> Result<(), Reply> {
+    if is_json(request) {
+        Ok(())
+    } else {
+        Err(Reply::error(415, "content-type", "send the vote as JSON with content-type: application/json"))
+    }
+}
+
+/// Validates a received vote and builds its event, or says which field is wrong.
+fn accept(input: Result<VoteInput, VoteError>, policy: &dyn Policy) -> Result<VoteEvent, VoteError> {
+    let vote = validate(&input?)?;
+    policy.check(&vote)?;
+    Ok(new_event(vote, Path::Wasm, policy.producer(), now_ms()))
+}
+
+fn message(event: &VoteEvent) -> Message {
+    Message { topic: TOPIC.to_owned(), key: event.vote_id.clone().into_bytes(), payload: encode_event(event), headers: Vec::new() }
+}
+
+fn published(event: &VoteEvent, outcome: Result<Ack, PublishError>) -> Reply {
+    match outcome {
+        Ok(ack) => Reply::json(202, &serde_json::json!({ "vote_id": event.vote_id, "partition": ack.partition, "offset": ack.offset })),
+        Err(PublishError::Unavailable(reason)) => {
+            Reply::error(503, "broker", &format!("the vote was not stored, try again: {reason}")).with_header("retry-after", RETRY_AFTER_SECONDS)
+        }
+        Err(PublishError::Refused(reason)) => Reply::error(502, "broker", &format!("the broker refused the vote: {reason}")),
+    }
+}
+
+fn cast_one(request: &IncomingRequest, policy: &dyn Policy) -> Reply {
+    if let Err(reply) = require_json(request) {
+        return reply;
+    }
+    let body = match read_body(request, MAX_VOTE_BYTES) {
+        Ok(body) => body,
+        Err(reply) => return reply,
+    };
+    match accept(parse_json_vote(&body), policy) {
+        Ok(event) => {
+            let outcome = publisher::publish(&message(&event));
+            published(&event, outcome)
+        }
+        Err(error) => invalid(&error),
+    }
+}
+
+/// Publishes the valid votes of a batch together and answers each item with the status and
+/// body `POST /votes` would have given it. The batch answers 200 unless every item failed the
+/// same way at the broker (then 503, so clients retry the whole batch).
+fn cast_batch(request: &IncomingRequest, policy: &dyn Policy) -> Reply {
+    if let Err(reply) = require_json(request) {
+        return reply;
+    }
+    let body = match read_body(request, MAX_BATCH_BYTES) {
+        Ok(body) => body,
+        Err(reply) => return reply,
+    };
+    let items = match parse_json_votes(&body, MAX_BATCH_ITEMS) {
+        Ok(items) => items,
+        Err(error) => return invalid(&error),
+    };
+    let checked: Vec<Result<VoteEvent, VoteError>> = items.into_iter().map(|item| accept(item, policy)).collect();
+    let events: Vec<&VoteEvent> = checked.iter().filter_map(|c| c.as_ref().ok()).collect();
+    let messages: Vec<Message> = events.iter().map(|e| message(e)).collect();
+    let mut outcomes = publisher::publish_many(&messages).into_iter();
+
+    let mut results = Vec::with_capacity(checked.len());
+    let (mut accepted, mut unavailable) = (0usize, 0usize);
+    for item in &checked {
+        let reply = match item {
+            Ok(event) => {
+                let outcome = outcomes.next().unwrap_or_else(|| Err(PublishError::Refused("the host answered fewer items".into())));
+                published(event, outcome)
+            }
+            Err(error) => invalid(error),
+        };
+        match reply.status {
+            202 => accepted += 1,
+            503 => unavailable += 1,
+            _ => {}
+        }
+        let mut body: serde_json::Value = serde_json::from_slice(&reply.body).unwrap_or_default();
+        body["status"] = reply.status.into();
+        results.push(body);
+    }
+    let summary = serde_json::json!({ "accepted": accepted, "rejected": checked.len() - accepted, "results": results });
+    if unavailable == checked.len() {
+        return Reply::json(503, &summary).with_header("retry-after", RETRY_AFTER_SECONDS);
+    }
+    Reply::json(200, &summary)
+}
