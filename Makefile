@@ -4,12 +4,16 @@ CARGO_TARGET_DIR ?= $(CURDIR)/target
 export CARGO_TARGET_DIR
 VOTECTL := $(CARGO_TARGET_DIR)/release/votectl
 
-.PHONY: setup build up down status test bench clean-state
+.PHONY: setup components build up down status test bench clean-state
 
 setup:
 	@bash scripts/setup.sh
 
-build: setup
+# The guest components (wasm32-wasip2), a workspace of their own.
+components: setup
+	cargo build --release --target wasm32-wasip2 --manifest-path components/Cargo.toml
+
+build: components
 	cargo build --release --workspace --bins
 
 up: build
@@ -21,13 +25,17 @@ down:
 status:
 	$(VOTECTL) status
 
-test: setup
+test: components
 	cargo build --workspace --bins
 	@if cargo nextest --version >/dev/null 2>&1; then \
 		cargo nextest run --workspace --no-fail-fast; \
 	else \
 		cargo test --workspace --no-fail-fast; \
 	fi
+
+# Both producers at 64 connections, one after the other, on the running stack.
+bench:
+	$(VOTECTL) bench --count 20000 --concurrency 64
 
 clean-state: down
 	rm -rf .votes

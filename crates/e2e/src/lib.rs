@@ -22,7 +22,7 @@ pub fn free_port() -> u16 {
 fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let dir = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>/deps").to_path_buf();
-    for name in ["consumer", "grpc-producer"] {
+    for name in ["consumer", "grpc-producer", "votes-host"] {
         assert!(
             dir.join(name).is_file(),
             "{} is missing: build the binaries first with `cargo build --workspace --bins` (`make test` does)",
@@ -30,6 +30,21 @@ fn bin_dir() -> PathBuf {
         );
     }
     dir
+}
+
+/// The admin token the tests give the host.
+pub const ADMIN_TOKEN: &str = "e2e-admin-token";
+
+/// A component built by `make components` (`<target>/wasm32-wasip2/release/NAME.wasm`).
+pub fn component(name: &str) -> PathBuf {
+    let path = vote_stack::config::default_component(&bin_dir()).with_file_name(format!("{name}.wasm"));
+    assert!(path.is_file(), "{} is missing: build the components first with `make components` (`make test` does)", path.display());
+    path
+}
+
+/// A vote as the REST producer takes it, from a gRPC-shaped vote.
+pub fn vote_json(vote: &Vote) -> serde_json::Value {
+    serde_json::json!({ "name": vote.name, "album": vote.album, "year": vote.year, "rank": vote.rank })
 }
 
 /// A private stack for one test.
@@ -62,6 +77,8 @@ impl TestStack {
         config.grpc_port = free_port();
         config.grpc_metrics_port = free_port();
         config.consumer_metrics_port = free_port();
+        config.host_port = free_port();
+        config.host_admin_port = free_port();
         let supervisor = Supervisor::attached(&config.state_dir);
         if let Err(error) = vote_stack::up(&config, &supervisor, parts).await {
             panic!("the test stack did not start: {error:#}");
@@ -89,6 +106,31 @@ impl TestStack {
             .await
             .unwrap_or_else(|_| panic!("consumer {name} did not serve /healthz:\n{}", self.supervisor.log_tail(name, 20)));
         port
+    }
+
+    /// Starts the wasm host serving `component` with extra flags; waits until it is ready.
+    pub async fn start_host(&self, component: &std::path::Path, extra_args: &[&str]) {
+        let mut config = self.config.clone();
+        config.component = component.to_owned();
+        let token = config.admin_token_path();
+        std::fs::create_dir_all(token.parent().unwrap()).unwrap();
+        std::fs::write(&token, ADMIN_TOKEN).unwrap();
+        let launch = config.launch(Part::Host).args(extra_args);
+        self.supervisor.spawn(&launch).expect("starting votes-host");
+        vote_stack::stack::wait_ready(&config, &self.supervisor, Part::Host).await.expect("votes-host ready");
+    }
+
+    /// `POST /votes` with a JSON body; returns the status, the version header and the JSON reply.
+    pub async fn post_vote(&self, http: &reqwest::Client, body: &serde_json::Value) -> (u16, String, serde_json::Value) {
+        let response = http.post(format!("{}/votes", self.config.host_url())).json(body).send().await.expect("POST /votes");
+        let status = response.status().as_u16();
+        let version = response.headers().get("x-component-version").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        (status, version, response.json().await.unwrap_or_default())
+    }
+
+    /// An admin API request with the test token.
+    pub fn admin(&self, http: &reqwest::Client, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        http.request(method, format!("{}{path}", self.config.host_admin_url())).bearer_auth(ADMIN_TOKEN)
     }
 
     pub async fn grpc_client(&self) -> VoteServiceClient<Channel> {

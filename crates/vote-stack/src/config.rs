@@ -16,6 +16,10 @@ pub const DEFAULT_GRPC_PORT: u16 = 50051;
 pub const DEFAULT_GRPC_METRICS_PORT: u16 = 9102;
 /// Consumer `/metrics` port.
 pub const DEFAULT_CONSUMER_METRICS_PORT: u16 = 9101;
+/// wasm host HTTP port (`POST /votes`).
+pub const DEFAULT_HOST_PORT: u16 = 8080;
+/// wasm host admin API port (loopback).
+pub const DEFAULT_HOST_ADMIN_PORT: u16 = 8081;
 
 /// The parts of the stack, in start order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -25,10 +29,12 @@ pub enum Part {
     Mongo,
     Consumer,
     GrpcProducer,
+    /// The wasmtime host running the REST producer component.
+    Host,
 }
 
 impl Part {
-    pub const ALL: [Part; 5] = [Part::Kafka, Part::Redis, Part::Mongo, Part::Consumer, Part::GrpcProducer];
+    pub const ALL: [Part; 6] = [Part::Kafka, Part::Redis, Part::Mongo, Part::Consumer, Part::GrpcProducer, Part::Host];
     /// The backing servers (reused when one already answers).
     pub const SERVERS: [Part; 3] = [Part::Kafka, Part::Redis, Part::Mongo];
 
@@ -40,6 +46,7 @@ impl Part {
             Part::Mongo => "mongodb",
             Part::Consumer => "consumer",
             Part::GrpcProducer => "grpc-producer",
+            Part::Host => "wasm-host",
         }
     }
 }
@@ -57,6 +64,10 @@ pub struct StackConfig {
     pub grpc_port: u16,
     pub grpc_metrics_port: u16,
     pub consumer_metrics_port: u16,
+    pub host_port: u16,
+    pub host_admin_port: u16,
+    /// The component the host serves first.
+    pub component: PathBuf,
     /// Partitions of the votes topic.
     pub partitions: i32,
     /// The `tansu` binary (built with the `libsql` feature for SQLite storage).
@@ -74,6 +85,12 @@ pub struct StackConfig {
 /// The repository root this crate was built in (for the venv and the default data).
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap_or_else(|_| PathBuf::from("."))
+}
+
+/// The REST component as `make build` leaves it: `<target>/wasm32-wasip2/release/vote_rest.wasm`,
+/// next to the `<target>/<profile>` directory of the binaries.
+pub fn default_component(bin_dir: &Path) -> PathBuf {
+    bin_dir.parent().unwrap_or(bin_dir).join("wasm32-wasip2/release/vote_rest.wasm")
 }
 
 /// Finds `name` on `PATH`, then in `~/.cargo/bin`; falls back to the bare name.
@@ -104,6 +121,9 @@ impl StackConfig {
             grpc_port: DEFAULT_GRPC_PORT,
             grpc_metrics_port: DEFAULT_GRPC_METRICS_PORT,
             consumer_metrics_port: DEFAULT_CONSUMER_METRICS_PORT,
+            host_port: DEFAULT_HOST_PORT,
+            host_admin_port: DEFAULT_HOST_ADMIN_PORT,
+            component: default_component(&bin_dir),
             partitions: vote_kafka::DEFAULT_PARTITIONS,
             tansu_bin: find_program("tansu"),
             redis_bin: find_program("redis-server"),
@@ -131,6 +151,16 @@ impl StackConfig {
     pub fn consumer_metrics_url(&self) -> String {
         format!("http://{}:{}/metrics", self.host, self.consumer_metrics_port)
     }
+    pub fn host_url(&self) -> String {
+        format!("http://{}:{}", self.host, self.host_port)
+    }
+    pub fn host_admin_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.host_admin_port)
+    }
+    /// The file holding the admin API's bearer token (written by `up`).
+    pub fn admin_token_path(&self) -> PathBuf {
+        self.state_dir.join("run").join("admin-token")
+    }
     pub fn data_dir(&self, part: Part) -> PathBuf {
         self.state_dir.join("data").join(part.name())
     }
@@ -143,6 +173,7 @@ impl StackConfig {
             Part::Mongo => self.mongo_port,
             Part::Consumer => self.consumer_metrics_port,
             Part::GrpcProducer => self.grpc_port,
+            Part::Host => self.host_port,
         }
     }
 
@@ -178,6 +209,12 @@ impl StackConfig {
                 .env("VOTES_KAFKA_BROKERS", self.brokers())
                 .env("VOTES_GRPC_ADDR", format!("{host}:{}", self.grpc_port))
                 .env("VOTES_GRPC_METRICS_ADDR", format!("{host}:{}", self.grpc_metrics_port)),
+            Part::Host => Launch::new(part.name(), self.bin_dir.join("votes-host"))
+                .env("VOTES_KAFKA_BROKERS", self.brokers())
+                .env("VOTES_HOST_COMPONENT", self.component.display().to_string())
+                .env("VOTES_HOST_ADDR", format!("{host}:{}", self.host_port))
+                .env("VOTES_HOST_ADMIN_ADDR", format!("127.0.0.1:{}", self.host_admin_port))
+                .env("VOTES_ADMIN_TOKEN_FILE", self.admin_token_path().display().to_string()),
         }
     }
 
@@ -187,7 +224,8 @@ impl StackConfig {
             Part::Kafka => "install Tansu with `make setup` (cargo install tansu --features libsql --locked) or set VOTES_TANSU_BIN",
             Part::Redis => "install Redis with `make setup` (apt-get install redis-server) or set VOTES_REDIS_BIN",
             Part::Mongo => "create the Python venv with `make setup` (.venv with pip install nx-27017) or set VOTES_NX_BIN",
-            Part::Consumer | Part::GrpcProducer => "build the project with `cargo build --release` (or `make build`)",
+            Part::Consumer | Part::GrpcProducer => "build the project with `make build`",
+            Part::Host => "build the host and the components with `make build` (the component is built for wasm32-wasip2)",
         }
     }
 }

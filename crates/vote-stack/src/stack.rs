@@ -33,6 +33,7 @@ fn address(config: &StackConfig, part: Part) -> String {
         Part::Mongo => config.mongo_url(),
         Part::Consumer => config.consumer_metrics_url(),
         Part::GrpcProducer => config.grpc_url(),
+        Part::Host => format!("{}/votes", config.host_url()),
     }
 }
 
@@ -58,6 +59,9 @@ pub async fn up(config: &StackConfig, supervisor: &Supervisor, parts: &[Part]) -
                 supervisor.log_path(part.name()).display()
             ),
             (None, false) => {
+                if part == Part::Host {
+                    ensure_admin_token(config)?;
+                }
                 supervisor
                     .spawn(&config.launch(part))
                     .with_context(|| config.install_hint(part))?;
@@ -80,6 +84,29 @@ pub async fn up(config: &StackConfig, supervisor: &Supervisor, parts: &[Part]) -
         });
     }
     Ok(report)
+}
+
+/// Writes a random admin token for the host unless one exists (only the owner may read it).
+fn ensure_admin_token(config: &StackConfig) -> anyhow::Result<()> {
+    use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
+    let path = config.admin_token_path();
+    if path.is_file() {
+        return Ok(());
+    }
+    let mut random = [0u8; 24];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut random)?;
+    let token: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    std::fs::create_dir_all(path.parent().expect("run dir"))?;
+    std::fs::write(&path, token)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(())
+}
+
+/// What the host says it serves (`/readyz`), for `status`.
+async fn serving_version(config: &StackConfig) -> Option<String> {
+    let body: serde_json::Value = reqwest::get(format!("{}/readyz", config.host_url())).await.ok()?.json().await.ok()?;
+    body["version"].as_str().map(|v| format!("serving {v}"))
 }
 
 /// Waits until a just-started part answers; fails early, with its log, if it exits.
@@ -132,7 +159,11 @@ pub async fn status(config: &StackConfig, supervisor: &Supervisor) -> Vec<PartSt
             state: state.to_owned(),
             pid,
             healthy: probe.is_ok(),
-            detail: probe.err().map(|e| format!("{e:#}")).unwrap_or_default(),
+            detail: match probe {
+                Err(error) => format!("{error:#}"),
+                Ok(()) if part == Part::Host => serving_version(config).await.unwrap_or_default(),
+                Ok(()) => String::new(),
+            },
         });
     }
     report

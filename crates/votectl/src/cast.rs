@@ -10,6 +10,7 @@ use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
+use vote_core::proto::Vote;
 use vote_grpc::VoteServiceClient;
 use vote_stack::StackConfig;
 
@@ -43,13 +44,54 @@ enum Outcome {
     Failed(String),
 }
 
-pub async fn run(config: &StackConfig, args: CastArgs) -> anyhow::Result<()> {
-    let votes = dataset::load(args.file.as_deref())?;
-    let concurrency = args.concurrency.max(1);
-    let clients = match args.path {
-        ProducerPath::Grpc => grpc_clients(&config.grpc_url(), concurrency.div_ceil(CALLS_PER_CONNECTION)).await?,
-    };
-    let progress = if args.json { ProgressBar::hidden() } else { ProgressBar::new(args.count) };
+/// Where votes go: a pool of gRPC channels or an HTTP client for the wasm host.
+enum Sender {
+    Grpc(Vec<VoteServiceClient<Channel>>),
+    Rest { client: reqwest::Client, url: String },
+}
+
+impl Sender {
+    async fn connect(config: &StackConfig, path: ProducerPath, concurrency: usize) -> anyhow::Result<Self> {
+        Ok(match path {
+            ProducerPath::Grpc => Sender::Grpc(grpc_clients(&config.grpc_url(), concurrency.div_ceil(CALLS_PER_CONNECTION)).await?),
+            ProducerPath::Rest => Sender::Rest {
+                client: reqwest::Client::builder().pool_max_idle_per_host(concurrency).tcp_nodelay(true).build()?,
+                url: format!("{}/votes", config.host_url()),
+            },
+        })
+    }
+
+    async fn send(&self, i: u64, vote: Vote) -> Outcome {
+        match self {
+            Sender::Grpc(clients) => {
+                let mut client = clients[i as usize % clients.len()].clone();
+                match client.cast(vote).await {
+                    Ok(_) => Outcome::Accepted,
+                    Err(status) if status.code() == tonic::Code::InvalidArgument => Outcome::Rejected(field_of(status.message())),
+                    Err(status) => Outcome::Failed(format!("{:?}: {}", status.code(), status.message())),
+                }
+            }
+            Sender::Rest { client, url } => {
+                let body = serde_json::json!({ "name": vote.name, "album": vote.album, "year": vote.year, "rank": vote.rank });
+                match client.post(url).json(&body).send().await {
+                    Ok(response) if response.status().as_u16() == 202 => Outcome::Accepted,
+                    Ok(response) if response.status().is_client_error() => {
+                        let reply: serde_json::Value = response.json().await.unwrap_or_default();
+                        Outcome::Rejected(reply["field"].as_str().unwrap_or("unknown").to_owned())
+                    }
+                    Ok(response) => Outcome::Failed(format!("HTTP {}: {}", response.status(), response.text().await.unwrap_or_default())),
+                    Err(error) => Outcome::Failed(format!("{error} (is the stack up? `votectl up`)")),
+                }
+            }
+        }
+    }
+}
+
+/// Sends `count` votes (cycling through `votes`) with `concurrency` in flight.
+pub async fn cast(config: &StackConfig, path: ProducerPath, votes: &[Vote], count: u64, concurrency: usize, show_progress: bool) -> anyhow::Result<CastReport> {
+    let concurrency = concurrency.max(1);
+    let sender = Sender::connect(config, path, concurrency).await?;
+    let progress = if show_progress { ProgressBar::new(count) } else { ProgressBar::hidden() };
     progress.set_style(
         ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} votes ({per_sec}, eta {eta})")
             .expect("valid template"),
@@ -58,7 +100,10 @@ pub async fn run(config: &StackConfig, args: CastArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut latencies = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds");
     let mut report = CastReport {
-        path: "grpc",
+        path: match path {
+            ProducerPath::Grpc => "grpc",
+            ProducerPath::Rest => "rest",
+        },
         sent: 0,
         accepted: 0,
         rejected: BTreeMap::new(),
@@ -70,17 +115,13 @@ pub async fn run(config: &StackConfig, args: CastArgs) -> anyhow::Result<()> {
         latency_p99_ms: 0.0,
         latency_max_ms: 0.0,
     };
-    let mut outcomes = stream::iter(0..args.count)
+    let sender = &sender;
+    let mut outcomes = stream::iter(0..count)
         .map(|i| {
-            let mut client = clients[i as usize % clients.len()].clone();
             let vote = votes[i as usize % votes.len()].clone();
             async move {
                 let sent = Instant::now();
-                let outcome = match client.cast(vote).await {
-                    Ok(_) => Outcome::Accepted,
-                    Err(status) if status.code() == tonic::Code::InvalidArgument => Outcome::Rejected(field_of(status.message())),
-                    Err(status) => Outcome::Failed(format!("{:?}: {}", status.code(), status.message())),
-                };
+                let outcome = sender.send(i, vote).await;
                 (sent.elapsed(), outcome)
             }
         })
@@ -105,6 +146,12 @@ pub async fn run(config: &StackConfig, args: CastArgs) -> anyhow::Result<()> {
     report.latency_p50_ms = latencies.value_at_quantile(0.50) as f64 / 1000.0;
     report.latency_p99_ms = latencies.value_at_quantile(0.99) as f64 / 1000.0;
     report.latency_max_ms = latencies.max() as f64 / 1000.0;
+    Ok(report)
+}
+
+pub async fn run(config: &StackConfig, args: CastArgs) -> anyhow::Result<()> {
+    let votes = dataset::load(args.file.as_deref())?;
+    let report = cast(config, args.path, &votes, args.count, args.concurrency, !args.json).await?;
     print(&report, args.json)?;
     anyhow::ensure!(report.failed == 0, "{} votes failed: {}", report.failed, report.first_failure.unwrap_or_default());
     Ok(())

@@ -34,6 +34,37 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Manage the wasm host's components (hot-swap).
+    #[command(subcommand)]
+    Component(ComponentCommand),
+    /// Measure both producers one after the other at the same concurrency and compare them.
+    Bench(BenchArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ComponentCommand {
+    /// Compile, check and swap in a component; requests in flight finish on the old one.
+    Deploy {
+        /// The component (.wasm built for wasm32-wasip2, world votes:platform/producer).
+        file: PathBuf,
+    },
+    /// Show the serving component and the previous one.
+    List,
+    /// Swap the previous component back in.
+    Rollback,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Votes per producer.
+    #[arg(long, default_value_t = 20_000)]
+    pub count: u64,
+    /// Requests in flight at once (connections for REST).
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Which producer to send votes through.
@@ -41,6 +72,8 @@ pub enum Command {
 pub enum ProducerPath {
     /// The native tonic gRPC producer.
     Grpc,
+    /// The REST producer component in the wasm host.
+    Rest,
 }
 
 #[derive(Args, Debug)]
@@ -99,6 +132,15 @@ pub struct StackArgs {
     /// The nx-27017 binary [default: <repo>/.venv/bin/nx-27017].
     #[arg(long, global = true, env = "VOTES_NX_BIN")]
     pub nx_bin: Option<PathBuf>,
+    /// wasm host HTTP port.
+    #[arg(long, global = true, env = "VOTES_HOST_PORT", default_value_t = defaults::DEFAULT_HOST_PORT)]
+    pub host_port: u16,
+    /// wasm host admin API port (loopback).
+    #[arg(long, global = true, env = "VOTES_HOST_ADMIN_PORT", default_value_t = defaults::DEFAULT_HOST_ADMIN_PORT)]
+    pub host_admin_port: u16,
+    /// The component the host serves first [default: <target>/wasm32-wasip2/release/vote_rest.wasm].
+    #[arg(long, global = true, env = "VOTES_HOST_COMPONENT")]
+    pub component: Option<PathBuf>,
     /// Fail instead of reusing a Kafka, Redis or MongoDB that already answers on its port.
     #[arg(long, global = true)]
     pub no_reuse: bool,
@@ -125,6 +167,11 @@ impl StackArgs {
         }
         if let Some(bin) = &self.nx_bin {
             config.nx_bin = bin.clone();
+        }
+        config.host_port = self.host_port;
+        config.host_admin_port = self.host_admin_port;
+        if let Some(component) = &self.component {
+            config.component = component.clone();
         }
         config.reuse_running = !self.no_reuse;
         config

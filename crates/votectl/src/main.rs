@@ -2,12 +2,16 @@
 //!
 //! - [`cli`]: the commands and flags (every address and port has a flag and an env variable).
 //! - [`stack_cmd`]: `up`, `down`, `status` over [`vote_stack`].
-//! - [`cast`]: sending votes over gRPC with progress, throughput and latency.
+//! - [`cast`]: sending votes over gRPC or REST with progress, throughput and latency.
 //! - [`dataset`]: the votes to send, from the shipped data set or a traffic file.
 //! - [`results`]: the live counts from Redis.
+//! - [`component`]: deploy, list and roll back the wasm host's components.
+//! - [`bench`]: both producers measured one after the other.
 
+mod bench;
 mod cast;
 mod cli;
+mod component;
 mod dataset;
 mod results;
 mod stack_cmd;
@@ -26,5 +30,7 @@ async fn main() -> anyhow::Result<()> {
         cli::Command::Status { json } => stack_cmd::status(&config, json).await,
         cli::Command::Cast(args) => cast::run(&config, args).await,
         cli::Command::Results { json } => results::run(&config, json).await,
+        cli::Command::Component(command) => component::run(&config, command).await,
+        cli::Command::Bench(args) => bench::run(&config, args).await,
     }
 }

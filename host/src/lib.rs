@@ -1,0 +1,22 @@
+//! The votes host: a wasmtime server that runs producer components.
+//!
+//! The component owns the HTTP handling and the vote rules; the host owns the sockets, the Kafka
+//! producer and the component's lifecycle. A request travels:
+//!
+//! 1. [`serve`]: hyper accepts it, takes the current component from the [`registry`], and runs it
+//!    in a fresh `Store` (pooling allocator, memory cap, epoch deadline) from [`runtime`].
+//! 2. The component calls the `votes:platform/publisher` import, implemented in [`publisher`]
+//!    with the same idempotent, acks=all Kafka settings as the gRPC producer.
+//! 3. The reply streams back with the serving version in `x-component-version`; [`metrics`]
+//!    records the instantiate and execute times.
+//!
+//! [`admin`] serves the loopback admin API (bearer token) that deploys, lists and rolls back
+//! components; a new one is compiled and checked off the request path, then swapped in
+//! atomically while requests in flight finish on the version they started with.
+
+pub mod admin;
+pub mod metrics;
+pub mod publisher;
+pub mod registry;
+pub mod runtime;
+pub mod serve;

@@ -1,0 +1,157 @@
+//! Loaded components: compiling and checking a new one off the request path, swapping it in
+//! atomically, and keeping the previous one for rollback.
+
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use wasmtime::component::Component;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+
+use crate::metrics::Metrics;
+use crate::runtime::{HostState, Runtime};
+use crate::serve::call_component;
+
+/// A compiled, checked component ready to serve.
+pub struct Loaded {
+    /// `name@version` as the component reports it, or its digest when it does not.
+    pub version: String,
+    /// `sha256:` of the component's bytes.
+    pub digest: String,
+    pub size: usize,
+    pub loaded_at: SystemTime,
+    pub pre: ProxyPre<HostState>,
+}
+
+/// What `list` shows of a loaded component.
+#[derive(Debug, Clone, Serialize)]
+pub struct ComponentInfo {
+    pub version: String,
+    pub digest: String,
+    pub size: usize,
+    /// `serving` or `previous`.
+    pub role: &'static str,
+    pub loaded_at_unix: u64,
+}
+
+/// Why a component was refused; the serving one is untouched.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    #[error("not a WebAssembly component: {0}")]
+    NotAComponent(String),
+    #[error("the component does not fit the votes:platform/producer world: {0}")]
+    WrongWorld(String),
+    #[error("the component failed its start-up check: {0}")]
+    Check(String),
+    #[error("nothing to roll back to")]
+    NoPrevious,
+}
+
+/// The serving component and the one before it.
+pub struct Registry {
+    current: ArcSwap<Loaded>,
+    previous: Mutex<Option<Arc<Loaded>>>,
+    metrics: Metrics,
+}
+
+fn digest(bytes: &[u8]) -> String {
+    let hash = Sha256::digest(bytes);
+    format!("sha256:{}", hash.iter().map(|b| format!("{b:02x}")).collect::<String>())
+}
+
+impl Registry {
+    pub fn new(first: Loaded, metrics: Metrics) -> Self {
+        metrics.serving.with_label_values(&[first.version.as_str()]).set(1);
+        Self { current: ArcSwap::from_pointee(first), previous: Mutex::new(None), metrics }
+    }
+
+    /// The component new requests run on. Requests keep the `Arc` they took, so a swap never
+    /// changes the version of a request already running.
+    pub fn current(&self) -> Arc<Loaded> {
+        self.current.load_full()
+    }
+
+    /// Compiles `bytes` (on a blocking thread), checks that it imports only what a producer
+    /// gets and exports `wasi:http/incoming-handler`, then asks it who it is.
+    pub async fn load(runtime: &Arc<Runtime>, bytes: Vec<u8>) -> Result<Loaded, DeployError> {
+        let size = bytes.len();
+        let digest = digest(&bytes);
+        let compile_runtime = runtime.clone();
+        let pre = tokio::task::spawn_blocking(move || -> Result<ProxyPre<HostState>, DeployError> {
+            if !wasmparser_is_component(&bytes) {
+                return Err(DeployError::NotAComponent("the bytes are not a component binary (a core module or something else)".into()));
+            }
+            let component = Component::new(&compile_runtime.engine, &bytes).map_err(|e| DeployError::NotAComponent(format!("{e:#}")))?;
+            let instance_pre = compile_runtime.linker.instantiate_pre(&component).map_err(|e| DeployError::WrongWorld(format!("{e:#}")))?;
+            ProxyPre::new(instance_pre).map_err(|e| DeployError::WrongWorld(format!("{e:#}")))
+        })
+        .await
+        .map_err(|e| DeployError::Check(e.to_string()))??;
+        let version = identify(runtime, &pre).await?.unwrap_or_else(|| digest[..19].to_owned());
+        Ok(Loaded { version, digest, size, loaded_at: SystemTime::now(), pre })
+    }
+
+    /// Makes `loaded` the serving component; the old one becomes the rollback target.
+    pub fn deploy(&self, loaded: Loaded) -> ComponentInfo {
+        let new = Arc::new(loaded);
+        let old = self.current.swap(new.clone());
+        self.metrics.serving.with_label_values(&[old.version.as_str()]).set(0);
+        self.metrics.serving.with_label_values(&[new.version.as_str()]).set(1);
+        tracing::info!(from = %old.version, to = %new.version, "component deployed");
+        *self.previous.lock().expect("registry lock") = Some(old);
+        info(&new, "serving")
+    }
+
+    /// Swaps the previous component back in (and keeps the one it replaces as previous).
+    pub fn rollback(&self) -> Result<ComponentInfo, DeployError> {
+        let mut previous = self.previous.lock().expect("registry lock");
+        let back = previous.take().ok_or(DeployError::NoPrevious)?;
+        let replaced = self.current.swap(back.clone());
+        self.metrics.serving.with_label_values(&[replaced.version.as_str()]).set(0);
+        self.metrics.serving.with_label_values(&[back.version.as_str()]).set(1);
+        tracing::info!(from = %replaced.version, to = %back.version, "component rolled back");
+        *previous = Some(replaced);
+        Ok(info(&back, "serving"))
+    }
+
+    pub fn list(&self) -> Vec<ComponentInfo> {
+        let mut list = vec![info(&self.current(), "serving")];
+        if let Some(previous) = self.previous.lock().expect("registry lock").as_ref() {
+            list.push(info(previous, "previous"));
+        }
+        list
+    }
+}
+
+fn info(loaded: &Loaded, role: &'static str) -> ComponentInfo {
+    ComponentInfo {
+        version: loaded.version.clone(),
+        digest: loaded.digest.clone(),
+        size: loaded.size,
+        role,
+        loaded_at_unix: loaded.loaded_at.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+    }
+}
+
+/// A component binary starts with the wasm magic and the component layer's version word.
+fn wasmparser_is_component(bytes: &[u8]) -> bool {
+    bytes.len() >= 8 && bytes[0..4] == *b"\0asm" && bytes[6..8] == [0x01, 0x00]
+}
+
+/// Asks the component `GET /.well-known/component`; a producer answers `{"producer": "name@version"}`.
+/// A component that traps on it is refused; one that answers something else keeps its digest.
+async fn identify(runtime: &Runtime, pre: &ProxyPre<HostState>) -> Result<Option<String>, DeployError> {
+    let request = hyper::Request::get("http://localhost/.well-known/component")
+        .body(Full::new(Bytes::new()).map_err(|never: std::convert::Infallible| -> wasmtime_wasi_http::Error { match never {} }))
+        .expect("a valid request");
+    let response = call_component(runtime, pre, request, None).await.map_err(|e| DeployError::Check(e.to_string()))?;
+    if !response.status().is_success() {
+        return Ok(None);
+    }
+    let body = response.into_body().collect().await.map_err(|e| DeployError::Check(format!("reading its answer: {e}")))?.to_bytes();
+    Ok(serde_json::from_slice::<serde_json::Value>(&body).ok().and_then(|v| v["producer"].as_str().map(str::to_owned)))
+}

@@ -1,0 +1,127 @@
+//! The wasmtime side: one `Engine` (pooling allocator, epoch interruption), the `Linker` with
+//! exactly the imports a producer gets, and a fresh capability-less `Store` per request.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime::component::{HasSelf, Linker, ResourceTable};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+/// How often the epoch advances; deadlines are counted in these ticks.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Limits every instance runs under.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// The most linear memory one instance may grow to.
+    pub memory_bytes: usize,
+    /// How long one request may run before it is stopped.
+    pub request_timeout: Duration,
+    /// How many instances may exist at once (the pool's size).
+    pub max_instances: u32,
+}
+
+/// What a store holds for one request: WASI state with no capabilities, the HTTP context, the
+/// memory limiter and the publisher.
+pub struct HostState {
+    table: ResourceTable,
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    limits: StoreLimits,
+    pub(crate) publisher: vote_kafka::Publisher,
+    pub(crate) allowed_topics: Arc<Vec<String>>,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: wasmtime_wasi_http::default_hooks() }
+    }
+}
+
+/// The engine, linker and limits shared by every request.
+pub struct Runtime {
+    pub engine: Engine,
+    pub linker: Linker<HostState>,
+    pub limits: Limits,
+    publisher: vote_kafka::Publisher,
+    allowed_topics: Arc<Vec<String>>,
+}
+
+impl Runtime {
+    pub fn new(limits: Limits, publisher: vote_kafka::Publisher, allowed_topics: Vec<String>) -> anyhow::Result<Self> {
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_component_instances(limits.max_instances)
+            .total_core_instances(limits.max_instances * 4)
+            .total_memories(limits.max_instances * 2)
+            .total_tables(limits.max_instances * 2)
+            .total_stacks(limits.max_instances)
+            .max_memory_size(limits.memory_bytes);
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .epoch_interruption(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config)?;
+        let linker = Self::linker(&engine)?;
+        spawn_epoch_ticker(&engine);
+        Ok(Self { engine, linker, limits, publisher, allowed_topics: Arc::new(allowed_topics) })
+    }
+
+    /// WASI (with nothing granted: no preopened files, no environment, no network), the
+    /// incoming side of `wasi:http` (no outgoing requests) and the publisher.
+    fn linker(engine: &Engine) -> anyhow::Result<Linker<HostState>> {
+        let mut linker = Linker::new(engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        let options = wasmtime_wasi_http::p2::bindings::LinkOptions::default();
+        wasmtime_wasi_http::p2::bindings::http::types::add_to_linker::<_, wasmtime_wasi_http::WasiHttp>(
+            &mut linker,
+            &(&options).into(),
+            HostState::http,
+        )?;
+        crate::publisher::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |state| state)?;
+        Ok(linker)
+    }
+
+    /// A fresh store for one request, with the memory cap and the deadline set.
+    pub fn new_store(&self) -> Store<HostState> {
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
+        let state = HostState {
+            table: ResourceTable::new(),
+            wasi: wasi.build(),
+            http: WasiHttpCtx::new(),
+            limits: StoreLimitsBuilder::new().memory_size(self.limits.memory_bytes).trap_on_grow_failure(false).build(),
+            publisher: self.publisher.clone(),
+            allowed_topics: self.allowed_topics.clone(),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| &mut state.limits);
+        let ticks = (self.limits.request_timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
+        store.set_epoch_deadline(ticks);
+        store.epoch_deadline_trap();
+        store
+    }
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] for as long as the process runs.
+fn spawn_epoch_ticker(engine: &Engine) {
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("epoch-ticker".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        })
+        .expect("spawning the epoch ticker");
+}
