@@ -31,7 +31,10 @@ impl Reply {
 
     /// Sends the reply through the response outparam.
     pub fn send(self, out: ResponseOutparam) {
-        let mut fields: Vec<(String, Vec<u8>)> = vec![("content-type".into(), b"application/json".to_vec())];
+        let mut fields: Vec<(String, Vec<u8>)> = vec![
+            ("content-type".into(), b"application/json".to_vec()),
+            ("content-length".into(), self.body.len().to_string().into_bytes()),
+        ];
         fields.extend(self.headers.into_iter().map(|(k, v)| (k, v.into_bytes())));
         let headers = Fields::from_list(&fields).expect("valid response headers");
         let response = OutgoingResponse::new(headers);

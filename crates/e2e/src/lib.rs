@@ -13,9 +13,17 @@ use vote_grpc::VoteServiceClient;
 use vote_stack::process::Launch;
 use vote_stack::{Part, StackConfig, Supervisor};
 
-/// A port nothing listens on right now.
+/// A port nothing listens on right now, never the same one twice in this process.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("binding an ephemeral port").local_addr().unwrap().port()
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("binding an ephemeral port").local_addr().unwrap().port();
+        let mut handed_out = HANDED_OUT.lock().unwrap();
+        if !handed_out.contains(&port) {
+            handed_out.push(port);
+            return port;
+        }
+    }
 }
 
 /// The directory holding the project's binaries (`target/<profile>`), next to the test's `deps/`.
