@@ -50,12 +50,12 @@ fn invalid(error: &VoteError) -> Reply {
     Reply::error(400, error.field.as_str(), &error.reason)
 }
 
-fn require_json(request: &IncomingRequest) -> Result<(), Reply> {
-    if is_json(request) {
-        Ok(())
-    } else {
-        Err(Reply::error(415, "content-type", "send the vote as JSON with content-type: application/json"))
+/// The body of a JSON request, at most `limit` bytes (`415` if it is not JSON, `413` if larger).
+fn json_body(request: &IncomingRequest, limit: usize) -> Result<Vec<u8>, Reply> {
+    if !is_json(request) {
+        return Err(Reply::error(415, "content-type", "send the vote as JSON with content-type: application/json"));
     }
+    read_body(request, limit)
 }
 
 /// Validates a received vote and builds its event, or says which field is wrong.
@@ -80,10 +80,7 @@ fn published(event: &VoteEvent, outcome: Result<Ack, PublishError>) -> Reply {
 }
 
 fn cast_one(request: &IncomingRequest, policy: &dyn Policy) -> Reply {
-    if let Err(reply) = require_json(request) {
-        return reply;
-    }
-    let body = match read_body(request, MAX_VOTE_BYTES) {
+    let body = match json_body(request, MAX_VOTE_BYTES) {
         Ok(body) => body,
         Err(reply) => return reply,
     };
@@ -100,10 +97,7 @@ fn cast_one(request: &IncomingRequest, policy: &dyn Policy) -> Reply {
 /// body `POST /votes` would have given it. The batch answers 200 unless every item failed the
 /// same way at the broker (then 503, so clients retry the whole batch).
 fn cast_batch(request: &IncomingRequest, policy: &dyn Policy) -> Reply {
-    if let Err(reply) = require_json(request) {
-        return reply;
-    }
-    let body = match read_body(request, MAX_BATCH_BYTES) {
+    let body = match json_body(request, MAX_BATCH_BYTES) {
         Ok(body) => body,
         Err(reply) => return reply,
     };

@@ -109,36 +109,38 @@ fn receive(message: &rdkafka::message::BorrowedMessage<'_>, metrics: &Metrics) -
 /// shutdown is requested while the stores are failing (the batch is then read again later).
 async fn write_batch(batch: &[Received], counters: &Counters, logs: &Logs, metrics: &Metrics, shutdown: &Shutdown) -> anyhow::Result<()> {
     let events: Vec<VoteEvent> = batch.iter().filter_map(|r| r.event.clone()).collect();
-    let mut backoff = Duration::from_millis(100);
-    let counted = loop {
-        match counters.count(&events).await {
-            Ok(counted) => break counted,
-            Err(error) => retry_or_give_up("Redis", &error.to_string(), &mut backoff, metrics, shutdown).await?,
-        }
-    };
+    let counted = with_retries("Redis", metrics, shutdown, || counters.count(&events)).await?;
     metrics.counted.inc_by(counted);
     metrics.duplicates.inc_by(events.len() as u64 - counted);
-    let mut backoff = Duration::from_millis(100);
-    let logged = loop {
-        match logs.insert(&events).await {
-            Ok(logged) => break logged,
-            Err(error) => retry_or_give_up("MongoDB", &error.to_string(), &mut backoff, metrics, shutdown).await?,
-        }
-    };
+    let logged = with_retries("MongoDB", metrics, shutdown, || logs.insert(&events)).await?;
     metrics.logged.inc_by(logged);
     tracing::debug!(messages = batch.len(), counted, logged, "batch written");
     Ok(())
 }
 
-async fn retry_or_give_up(store: &str, error: &str, backoff: &mut Duration, metrics: &Metrics, shutdown: &Shutdown) -> anyhow::Result<()> {
-    if shutdown.requested() {
-        anyhow::bail!("{store} write failed during shutdown, the batch will be redelivered: {error}");
+/// Runs one store write until it succeeds, backing off up to 5 s between attempts; gives up
+/// only when shutdown is requested.
+async fn with_retries<T, E, F, Fut>(store: &str, metrics: &Metrics, shutdown: &Shutdown, mut write: F) -> anyhow::Result<T>
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match write().await {
+            Ok(value) => return Ok(value),
+            Err(error) if shutdown.requested() => {
+                anyhow::bail!("{store} write failed during shutdown, the batch will be redelivered: {error}")
+            }
+            Err(error) => {
+                tracing::warn!(store, %error, retry_in = ?backoff, "write failed, retrying");
+                metrics.write_retries.inc();
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
     }
-    tracing::warn!(store, error, retry_in = ?backoff, "write failed, retrying");
-    metrics.write_retries.inc();
-    tokio::time::sleep(*backoff).await;
-    *backoff = (*backoff * 2).min(Duration::from_secs(5));
-    Ok(())
 }
 
 /// Commits, for each partition of the batch, the offset after its last message.
