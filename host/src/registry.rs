@@ -82,7 +82,7 @@ impl Registry {
         let digest = digest(&bytes);
         let compile_runtime = runtime.clone();
         let pre = tokio::task::spawn_blocking(move || -> Result<ProxyPre<HostState>, DeployError> {
-            if !wasmparser_is_component(&bytes) {
+            if !is_component_binary(&bytes) {
                 return Err(DeployError::NotAComponent("the bytes are not a component binary (a core module or something else)".into()));
             }
             let component = Component::new(&compile_runtime.engine, &bytes).map_err(|e| DeployError::NotAComponent(format!("{e:#}")))?;
@@ -138,7 +138,7 @@ fn info(loaded: &Loaded, role: &'static str) -> ComponentInfo {
 }
 
 /// A component binary starts with the wasm magic and the component layer's version word.
-fn wasmparser_is_component(bytes: &[u8]) -> bool {
+fn is_component_binary(bytes: &[u8]) -> bool {
     bytes.len() >= 8 && bytes[0..4] == *b"\0asm" && bytes[6..8] == [0x01, 0x00]
 }
 

@@ -145,11 +145,13 @@ impl StackConfig {
     pub fn grpc_url(&self) -> String {
         format!("http://{}:{}", self.host, self.grpc_port)
     }
-    pub fn grpc_metrics_url(&self) -> String {
-        format!("http://{}:{}/metrics", self.host, self.grpc_metrics_port)
+    /// The gRPC producer's side HTTP server (`/metrics`, `/healthz`), without a path.
+    pub fn grpc_http_url(&self) -> String {
+        format!("http://{}:{}", self.host, self.grpc_metrics_port)
     }
-    pub fn consumer_metrics_url(&self) -> String {
-        format!("http://{}:{}/metrics", self.host, self.consumer_metrics_port)
+    /// The consumer's HTTP server (`/metrics`, `/healthz`), without a path.
+    pub fn consumer_http_url(&self) -> String {
+        format!("http://{}:{}", self.host, self.consumer_metrics_port)
     }
     pub fn host_url(&self) -> String {
         format!("http://{}:{}", self.host, self.host_port)

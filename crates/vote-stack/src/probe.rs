@@ -52,10 +52,10 @@ pub async fn part(config: &StackConfig, part: Part) -> anyhow::Result<()> {
         Part::Kafka => kafka(&config.brokers()).await,
         Part::Redis => redis(&config.redis_url()).await,
         Part::Mongo => mongo(&config.mongo_url()).await,
-        Part::Consumer => http_ok(&config.consumer_metrics_url().replace("/metrics", "/healthz")).await,
+        Part::Consumer => http_ok(&format!("{}/healthz", config.consumer_http_url())).await,
         Part::Host => http_ok(&format!("{}/readyz", config.host_url())).await,
         Part::GrpcProducer => {
-            http_ok(&config.grpc_metrics_url().replace("/metrics", "/healthz")).await?;
+            http_ok(&format!("{}/healthz", config.grpc_http_url())).await?;
             tokio::net::TcpStream::connect((config.host.as_str(), config.grpc_port)).await?;
             Ok(())
         }

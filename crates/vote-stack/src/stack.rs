@@ -31,7 +31,7 @@ fn address(config: &StackConfig, part: Part) -> String {
         Part::Kafka => config.brokers(),
         Part::Redis => config.redis_url(),
         Part::Mongo => config.mongo_url(),
-        Part::Consumer => config.consumer_metrics_url(),
+        Part::Consumer => format!("{}/metrics", config.consumer_http_url()),
         Part::GrpcProducer => config.grpc_url(),
         Part::Host => format!("{}/votes", config.host_url()),
     }
