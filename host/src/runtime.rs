@@ -15,6 +15,10 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// How much of each linear memory may be reset in place rather than decommitted.
 pub const KEEP_RESIDENT_BYTES: usize = 1024 * 1024;
 
+/// How much of each table is reset in place rather than decommitted: one page holds a producer's
+/// tables (a few hundred function references), so they are zeroed, not unmapped and re-faulted.
+pub const TABLE_KEEP_RESIDENT_BYTES: usize = 4096;
+
 /// How many instance slots' memory is decommitted in one batch.
 pub const DECOMMIT_BATCH: usize = 16;
 
@@ -76,7 +80,8 @@ impl Runtime {
             // Where the kernel can say which pages an instance dirtied (PAGEMAP_SCAN, Linux 6.7+),
             // reset just those in place instead of unmapping and re-faulting them.
             .pagemap_scan(Enabled::Auto)
-            .linear_memory_keep_resident(KEEP_RESIDENT_BYTES);
+            .linear_memory_keep_resident(KEEP_RESIDENT_BYTES)
+            .table_keep_resident(TABLE_KEEP_RESIDENT_BYTES);
         let mut config = Config::new();
         config
             .wasm_component_model(true)

@@ -29,7 +29,9 @@ impl Reply {
         self
     }
 
-    /// Sends the reply through the response outparam.
+    /// Sends the reply through the response outparam. A body the stream can take at once is
+    /// written and finished before the response is handed over, so the host sends head and
+    /// body together; a larger one streams after the head.
     pub fn send(self, out: ResponseOutparam) {
         let mut fields: Vec<(String, Vec<u8>)> = vec![
             ("content-type".into(), b"application/json".to_vec()),
@@ -40,8 +42,15 @@ impl Reply {
         let response = OutgoingResponse::new(headers);
         response.set_status_code(self.status).expect("valid status code");
         let body = response.body().expect("response body taken once");
-        ResponseOutparam::set(out, Ok(response));
         let stream = body.write().expect("body stream taken once");
+        let fits_at_once = stream.check_write().is_ok_and(|room| room >= self.body.len() as u64);
+        if fits_at_once && stream.write(&self.body).is_ok() {
+            drop(stream);
+            let _ = OutgoingBody::finish(body, None);
+            ResponseOutparam::set(out, Ok(response));
+            return;
+        }
+        ResponseOutparam::set(out, Ok(response));
         for chunk in self.body.chunks(4096) {
             if stream.blocking_write_and_flush(chunk).is_err() {
                 // The client went away; nothing more to do.

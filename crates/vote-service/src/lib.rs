@@ -1,4 +1,4 @@
-//! What every service binary shares: logging set-up, the Prometheus `/metrics` and `/healthz`
+//! What every service binary shares: the allocator, logging set-up, the Prometheus `/metrics` and `/healthz`
 //! endpoint, and a shutdown signal that fires on SIGTERM or Ctrl-C.
 
 use std::net::SocketAddr;
@@ -6,6 +6,12 @@ use std::net::SocketAddr;
 use axum::{http::header, response::IntoResponse, routing::get, Router};
 use prometheus::{Encoder, Registry, TextEncoder};
 use tokio::sync::watch;
+
+/// Every service binary allocates through mimalloc: the wasm host's per-request churn (a store,
+/// an instance and HTTP buffers per request) costs measurably less CPU than with glibc malloc,
+/// and both producers use the same allocator so the comparison stays fair.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Sets up `tracing` with the `RUST_LOG` filter (default `info`).
 pub fn init_logging() {
