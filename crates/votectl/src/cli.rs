@@ -37,7 +37,7 @@ pub enum Command {
     /// Manage the wasm host's components (hot-swap).
     #[command(subcommand)]
     Component(ComponentCommand),
-    /// Measure both producers one after the other at the same concurrency and compare them.
+    /// Measure both producers in alternating rounds at the same concurrency and compare them.
     Bench(BenchArgs),
 }
 
@@ -62,6 +62,9 @@ pub struct BenchArgs {
     /// Requests in flight at once (connections for REST).
     #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
+    /// Rounds of both producers; the order alternates and medians are reported.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
