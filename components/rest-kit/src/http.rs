@@ -84,31 +84,44 @@ pub fn path(request: &IncomingRequest) -> String {
     full.split('?').next().unwrap_or("").to_owned()
 }
 
-/// The first value of a header, as text.
-pub fn header(request: &IncomingRequest, name: &str) -> Option<String> {
-    let values = request.headers().get(name);
-    values.first().map(|v| String::from_utf8_lossy(v).into_owned())
+/// What a handler needs from a request's headers to read its body, read through one
+/// `headers()` handle (every call into the host costs, and a request pays for each).
+#[derive(Debug, Clone, Default)]
+pub struct BodyHeaders {
+    pub content_type: Option<String>,
+    pub content_length: Option<usize>,
 }
 
-/// Whether the request says its body is JSON (`application/json`, any parameters).
-pub fn is_json(request: &IncomingRequest) -> bool {
-    header(request, "content-type")
-        .map(|v| v.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/json"))
-        .unwrap_or(false)
-}
-
-/// Reads the whole body, refusing more than `limit` bytes with `413`.
-pub fn read_body(request: &IncomingRequest, limit: usize) -> Result<Vec<u8>, Reply> {
-    let too_large = || Reply::error(413, "body", &format!("the body is larger than the limit of {limit} bytes"));
-    if let Some(length) = header(request, "content-length").and_then(|v| v.trim().parse::<usize>().ok()) {
-        if length > limit {
-            return Err(too_large());
+impl BodyHeaders {
+    pub fn of(request: &IncomingRequest) -> Self {
+        let headers = request.headers();
+        let first = |name: &str| headers.get(name).first().map(|v| String::from_utf8_lossy(v).into_owned());
+        Self {
+            content_type: first("content-type"),
+            content_length: first("content-length").and_then(|v| v.trim().parse().ok()),
         }
+    }
+
+    /// Whether the body is JSON (`application/json`, any parameters).
+    pub fn is_json(&self) -> bool {
+        self.content_type
+            .as_deref()
+            .map(|v| v.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/json"))
+            .unwrap_or(false)
+    }
+}
+
+/// Reads the whole body, refusing more than `limit` bytes with `413`. A body with a declared
+/// length is done once that many bytes arrived, without another read to learn it ended.
+pub fn read_body(request: &IncomingRequest, headers: &BodyHeaders, limit: usize) -> Result<Vec<u8>, Reply> {
+    let too_large = || Reply::error(413, "body", &format!("the body is larger than the limit of {limit} bytes"));
+    if headers.content_length.is_some_and(|length| length > limit) {
+        return Err(too_large());
     }
     let body = request.consume().map_err(|()| Reply::error(400, "body", "the body was already read"))?;
     let stream = body.stream().map_err(|()| Reply::error(400, "body", "the body cannot be read"))?;
-    let mut bytes = Vec::new();
-    loop {
+    let mut bytes = Vec::with_capacity(headers.content_length.unwrap_or(0));
+    while headers.content_length != Some(bytes.len()) {
         match stream.blocking_read(64 * 1024) {
             Ok(chunk) => {
                 if bytes.len() + chunk.len() > limit {

@@ -1,7 +1,7 @@
 //! The Kafka event: building a `VoteEvent` from a valid vote, and its wire encoding.
 
 use prost::Message;
-use uuid::Uuid;
+use uuid::{NoContext, Timestamp, Uuid};
 
 use crate::proto::VoteEvent;
 use crate::rules::ValidVote;
@@ -40,11 +40,12 @@ pub enum EventError {
     VoteId(String),
 }
 
-/// Builds the event for a valid vote with a fresh UUIDv7 id.
+/// Builds the event for a valid vote. Its id is a fresh UUIDv7 whose time is `received_at_ms`,
+/// so one clock reading stamps both (a wasm producer pays a host call per reading).
 pub fn new_event(vote: ValidVote, path: Path, producer: &str, received_at_ms: i64) -> VoteEvent {
     VoteEvent {
         schema_version: SCHEMA_VERSION,
-        vote_id: Uuid::now_v7().to_string(),
+        vote_id: vote_id_at(received_at_ms).to_string(),
         name: vote.name,
         album: vote.album,
         year: vote.year,
@@ -72,6 +73,13 @@ pub fn decode_event(payload: &[u8]) -> Result<VoteEvent, EventError> {
     Ok(event)
 }
 
+/// A UUIDv7 for `received_at_ms` with 74 random bits (no per-process counter: a wasm producer
+/// runs each request in a fresh instance, where a counter would only cost a random seed).
+fn vote_id_at(received_at_ms: i64) -> Uuid {
+    let ms = received_at_ms.max(0) as u64;
+    Uuid::new_v7(Timestamp::from_unix(NoContext, ms / 1000, (ms % 1000) as u32 * 1_000_000))
+}
+
 /// Milliseconds since the Unix epoch, from the system clock.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -97,6 +105,13 @@ mod tests {
         let b = new_event(vote(), Path::Grpc, "grpc-producer@0.1.0", 1);
         assert_ne!(a.vote_id, b.vote_id);
         assert_eq!(Uuid::parse_str(&a.vote_id).unwrap().get_version_num(), 7);
+    }
+
+    #[test]
+    fn the_id_carries_the_received_time() {
+        let event = new_event(vote(), Path::Wasm, "vote-rest@0.1.0", 1_764_000_123_456);
+        let (seconds, nanos) = Uuid::parse_str(&event.vote_id).unwrap().get_timestamp().unwrap().to_unix();
+        assert_eq!(seconds * 1000 + u64::from(nanos) / 1_000_000, 1_764_000_123_456);
     }
 
     #[test]
