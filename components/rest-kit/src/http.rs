@@ -90,6 +90,7 @@ pub fn path(request: &IncomingRequest) -> String {
 pub struct BodyHeaders {
     pub content_type: Option<String>,
     pub content_length: Option<usize>,
+    pub idempotency_key: Option<String>,
 }
 
 impl BodyHeaders {
@@ -99,6 +100,7 @@ impl BodyHeaders {
         Self {
             content_type: first("content-type"),
             content_length: first("content-length").and_then(|v| v.trim().parse().ok()),
+            idempotency_key: first(vote_core::IDEMPOTENCY_KEY_HEADER),
         }
     }
 

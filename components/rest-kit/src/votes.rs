@@ -2,7 +2,7 @@
 //! bounded JSON array, answered per item), over the shared vote-core rules.
 
 use vote_core::proto::VoteEvent;
-use vote_core::{encode_event, new_event, now_ms, parse_json_vote, parse_json_votes, validate, Path, ValidVote, VoteError, VoteInput, TOPIC};
+use vote_core::{encode_event, new_event, now_ms, parse_json_vote, parse_json_votes, validate, IdempotencyKey, Path, ValidVote, VoteError, VoteInput, TOPIC};
 
 use crate::bindings::votes::platform::publisher::{self, Ack, Message, PublishError};
 use crate::bindings::wasi::http::types::{IncomingRequest, ResponseOutparam};
@@ -50,20 +50,23 @@ fn invalid(error: &VoteError) -> Reply {
     Reply::error(400, error.field.as_str(), &error.reason)
 }
 
-/// The body of a JSON request, at most `limit` bytes (`415` if it is not JSON, `413` if larger).
-fn json_body(request: &IncomingRequest, limit: usize) -> Result<Vec<u8>, Reply> {
+/// The body of a JSON request, at most `limit` bytes (`415` if it is not JSON, `413` if larger),
+/// and the client's idempotency key if it sent one (`400` naming `idempotency-key` if bad).
+fn json_body(request: &IncomingRequest, limit: usize) -> Result<(Vec<u8>, Option<IdempotencyKey>), Reply> {
     let headers = BodyHeaders::of(request);
     if !headers.is_json() {
         return Err(Reply::error(415, "content-type", "send the vote as JSON with content-type: application/json"));
     }
-    read_body(request, &headers, limit)
+    let key = headers.idempotency_key.as_deref().map(IdempotencyKey::parse).transpose().map_err(|error| invalid(&error))?;
+    Ok((read_body(request, &headers, limit)?, key))
 }
 
-/// Validates a received vote and builds its event, or says which field is wrong.
-fn accept(input: Result<VoteInput, VoteError>, policy: &dyn Policy) -> Result<VoteEvent, VoteError> {
+/// Validates a received vote and builds its event (with the id its idempotency key gave, if
+/// any), or says which field is wrong.
+fn accept(input: Result<VoteInput, VoteError>, policy: &dyn Policy, vote_id: Option<String>) -> Result<VoteEvent, VoteError> {
     let vote = validate(&input?)?;
     policy.check(&vote)?;
-    Ok(new_event(vote, Path::Wasm, policy.producer(), now_ms()))
+    Ok(new_event(vote, Path::Wasm, policy.producer(), now_ms(), vote_id))
 }
 
 fn message(event: &VoteEvent) -> Message {
@@ -81,11 +84,11 @@ fn published(event: &VoteEvent, outcome: Result<Ack, PublishError>) -> Reply {
 }
 
 fn cast_one(request: &IncomingRequest, policy: &dyn Policy) -> Reply {
-    let body = match json_body(request, MAX_VOTE_BYTES) {
-        Ok(body) => body,
+    let (body, key) = match json_body(request, MAX_VOTE_BYTES) {
+        Ok(read) => read,
         Err(reply) => return reply,
     };
-    match accept(parse_json_vote(&body), policy) {
+    match accept(parse_json_vote(&body), policy, key.map(|k| k.vote_id(None))) {
         Ok(event) => {
             let outcome = publisher::publish(&message(&event));
             published(&event, outcome)
@@ -96,17 +99,22 @@ fn cast_one(request: &IncomingRequest, policy: &dyn Policy) -> Reply {
 
 /// Publishes the valid votes of a batch together and answers each item with the status and
 /// body `POST /votes` would have given it. The batch answers 200 unless every item failed the
-/// same way at the broker (then 503, so clients retry the whole batch).
+/// same way at the broker (then 503, so clients retry the whole batch). With an idempotency key,
+/// item `i` gets the id the key gives item `i`, so a retried batch counts each vote once.
 fn cast_batch(request: &IncomingRequest, policy: &dyn Policy) -> Reply {
-    let body = match json_body(request, MAX_BATCH_BYTES) {
-        Ok(body) => body,
+    let (body, key) = match json_body(request, MAX_BATCH_BYTES) {
+        Ok(read) => read,
         Err(reply) => return reply,
     };
     let items = match parse_json_votes(&body, MAX_BATCH_ITEMS) {
         Ok(items) => items,
         Err(error) => return invalid(&error),
     };
-    let checked: Vec<Result<VoteEvent, VoteError>> = items.into_iter().map(|item| accept(item, policy)).collect();
+    let checked: Vec<Result<VoteEvent, VoteError>> = items
+        .into_iter()
+        .enumerate()
+        .map(|(position, item)| accept(item, policy, key.as_ref().map(|k| k.vote_id(Some(position as u64)))))
+        .collect();
     let events: Vec<&VoteEvent> = checked.iter().filter_map(|c| c.as_ref().ok()).collect();
     let messages: Vec<Message> = events.iter().map(|e| message(e)).collect();
     let mut outcomes = publisher::publish_many(&messages).into_iter();

@@ -11,7 +11,7 @@ use vote_stack::Part;
 fn events(count: usize) -> Vec<vote_core::proto::VoteEvent> {
     e2e::valid_votes(count)
         .iter()
-        .map(|vote| new_event(validate(&VoteInput::from(vote)).unwrap(), Path::Grpc, "test@0", 1_700_000_000_000))
+        .map(|vote| new_event(validate(&VoteInput::from(vote)).unwrap(), Path::Grpc, "test@0", 1_700_000_000_000, None))
         .collect()
 }
 

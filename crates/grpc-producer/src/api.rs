@@ -6,7 +6,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 use tonic_types::{ErrorDetails, StatusExt};
 use vote_core::proto::{CastSummary, Receipt, Rejection, Vote};
-use vote_core::{encode_event, new_event, now_ms, validate, Path, VoteError, VoteInput, TOPIC};
+use vote_core::{encode_event, new_event, now_ms, validate, IdempotencyKey, Path, VoteError, VoteInput, IDEMPOTENCY_KEY_HEADER, TOPIC};
 use vote_kafka::{PublishError, Publisher};
 
 use crate::metrics::Metrics;
@@ -30,11 +30,11 @@ impl VoteApi {
         Self { publisher, producer, metrics }
     }
 
-    /// Validates and publishes one vote.
-    async fn cast_one(&self, vote: &Vote) -> Result<Receipt, CastError> {
+    /// Validates and publishes one vote; `vote_id` is the id the client's idempotency key gave.
+    async fn cast_one(&self, vote: &Vote, vote_id: Option<String>) -> Result<Receipt, CastError> {
         let received = Instant::now();
         let valid = validate(&VoteInput::from(vote)).map_err(CastError::Invalid)?;
-        let event = new_event(valid, Path::Grpc, &self.producer, now_ms());
+        let event = new_event(valid, Path::Grpc, &self.producer, now_ms(), vote_id);
         let payload = encode_event(&event);
         let ack = self
             .publisher
@@ -54,6 +54,13 @@ impl VoteApi {
         };
         self.metrics.votes.with_label_values(&[label]).inc();
     }
+}
+
+/// The client's idempotency key from the call's `idempotency-key` metadata, if it sent one.
+fn idempotency_key<T>(request: &Request<T>) -> Result<Option<IdempotencyKey>, CastError> {
+    let Some(value) = request.metadata().get(IDEMPOTENCY_KEY_HEADER) else { return Ok(None) };
+    // Bytes that are not text fail the key's own check, with its message.
+    IdempotencyKey::parse(&String::from_utf8_lossy(value.as_bytes())).map(Some).map_err(CastError::Invalid)
 }
 
 /// Why one vote was not cast.
@@ -88,14 +95,19 @@ impl CastError {
 #[tonic::async_trait]
 impl vote_grpc::VoteService for VoteApi {
     async fn cast(&self, request: Request<Vote>) -> Result<Response<Receipt>, Status> {
-        let outcome = self.cast_one(request.get_ref()).await;
+        let outcome = match idempotency_key(&request) {
+            Ok(key) => self.cast_one(request.get_ref(), key.map(|k| k.vote_id(None))).await,
+            Err(error) => Err(error),
+        };
         self.record(&outcome);
         Ok(Response::new(outcome?))
     }
 
     /// Publishes valid votes as they arrive (up to [`STREAM_IN_FLIGHT`] at once) and reports
     /// every vote that was not published, invalid or unacknowledged, by its position.
+    /// With an idempotency key, vote `i` of the stream gets the id the key gives item `i`.
     async fn cast_stream(&self, request: Request<Streaming<Vote>>) -> Result<Response<CastSummary>, Status> {
+        let key = idempotency_key(&request).map_err(Status::from)?;
         let mut incoming = request.into_inner();
         let mut in_flight = FuturesUnordered::new();
         let mut outcomes: Vec<(u64, Result<Receipt, CastError>)> = Vec::new();
@@ -106,7 +118,8 @@ impl vote_grpc::VoteService for VoteApi {
                     Some(Ok(vote)) => {
                         let api = self.clone();
                         let position = index;
-                        in_flight.push(async move { (position, api.cast_one(&vote).await) });
+                        let vote_id = key.as_ref().map(|k| k.vote_id(Some(position)));
+                        in_flight.push(async move { (position, api.cast_one(&vote, vote_id).await) });
                         index += 1;
                     }
                     Some(Err(status)) => return Err(status),

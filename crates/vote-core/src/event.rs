@@ -40,12 +40,13 @@ pub enum EventError {
     VoteId(String),
 }
 
-/// Builds the event for a valid vote. Its id is a fresh UUIDv7 whose time is `received_at_ms`,
-/// so one clock reading stamps both (a wasm producer pays a host call per reading).
-pub fn new_event(vote: ValidVote, path: Path, producer: &str, received_at_ms: i64) -> VoteEvent {
+/// Builds the event for a valid vote. Its id is `vote_id` when the client's idempotency key gave
+/// one, else a fresh UUIDv7 whose time is `received_at_ms`, so one clock reading stamps both (a
+/// wasm producer pays a host call per reading).
+pub fn new_event(vote: ValidVote, path: Path, producer: &str, received_at_ms: i64, vote_id: Option<String>) -> VoteEvent {
     VoteEvent {
         schema_version: SCHEMA_VERSION,
-        vote_id: vote_id_at(received_at_ms).to_string(),
+        vote_id: vote_id.unwrap_or_else(|| vote_id_at(received_at_ms).to_string()),
         name: vote.name,
         album: vote.album,
         year: vote.year,
@@ -101,22 +102,22 @@ mod tests {
 
     #[test]
     fn ids_are_uuid_v7_and_unique() {
-        let a = new_event(vote(), Path::Grpc, "grpc-producer@0.1.0", 1);
-        let b = new_event(vote(), Path::Grpc, "grpc-producer@0.1.0", 1);
+        let a = new_event(vote(), Path::Grpc, "grpc-producer@0.1.0", 1, None);
+        let b = new_event(vote(), Path::Grpc, "grpc-producer@0.1.0", 1, None);
         assert_ne!(a.vote_id, b.vote_id);
         assert_eq!(Uuid::parse_str(&a.vote_id).unwrap().get_version_num(), 7);
     }
 
     #[test]
     fn the_id_carries_the_received_time() {
-        let event = new_event(vote(), Path::Wasm, "vote-rest@0.1.0", 1_764_000_123_456);
+        let event = new_event(vote(), Path::Wasm, "vote-rest@0.1.0", 1_764_000_123_456, None);
         let (seconds, nanos) = Uuid::parse_str(&event.vote_id).unwrap().get_timestamp().unwrap().to_unix();
         assert_eq!(seconds * 1000 + u64::from(nanos) / 1_000_000, 1_764_000_123_456);
     }
 
     #[test]
     fn refuses_other_versions_and_garbage() {
-        let mut event = new_event(vote(), Path::Wasm, "vote-rest@0.1.0", 1);
+        let mut event = new_event(vote(), Path::Wasm, "vote-rest@0.1.0", 1, None);
         event.schema_version = 2;
         assert!(matches!(decode_event(&encode_event(&event)), Err(EventError::Version(2))));
         assert!(decode_event(b"\xff\xff\xff").is_err());
@@ -143,7 +144,7 @@ mod tests {
             let input = VoteInput { name, album, year, rank };
             if let Ok(valid) = validate(&input) {
                 prop_assert!(!valid.name.is_empty() && valid.name.len() <= crate::MAX_TEXT_BYTES);
-                let event = new_event(valid, Path::Grpc, "grpc-producer@0.1.0", at);
+                let event = new_event(valid, Path::Grpc, "grpc-producer@0.1.0", at, None);
                 let decoded = decode_event(&encode_event(&event)).unwrap();
                 prop_assert_eq!(decoded, event);
             }

@@ -4,13 +4,15 @@
 //! 1. [`input`]: read what the voter sent (JSON in the seeds' shape, or the gRPC `Vote` message)
 //!    into a [`VoteInput`], keeping each field's raw form.
 //! 2. [`rules`]: validate and normalise it into a [`ValidVote`], or name the field that is wrong.
-//! 3. [`event`]: build the versioned [`proto::VoteEvent`] with a fresh UUIDv7 and encode it for
-//!    Kafka; the consumer decodes it with the same code.
+//! 3. [`event`]: build the versioned [`proto::VoteEvent`] with a fresh UUIDv7, or the id a
+//!    client's [`idempotency`] key derives, and encode it for Kafka; the consumer decodes it with
+//!    the same code.
 //!
 //! The crate has no I/O and builds for `wasm32-wasip2`, so the REST component and the native gRPC
 //! producer apply exactly the same rules.
 
 pub mod event;
+pub mod idempotency;
 pub mod input;
 pub mod rules;
 
@@ -20,5 +22,6 @@ pub mod proto {
 }
 
 pub use event::{decode_event, encode_event, new_event, now_ms, EventError, Path, SCHEMA_VERSION, TOPIC};
+pub use idempotency::{IdempotencyKey, IDEMPOTENCY_KEY_HEADER};
 pub use input::{parse_json_vote, parse_json_votes, Scalar, VoteInput};
 pub use rules::{validate, Field, ValidVote, VoteError, MAX_RANK, MAX_TEXT_BYTES, MIN_YEAR};

@@ -22,6 +22,8 @@ pub enum Field {
     Rank,
     /// The request body as a whole (bad JSON, wrong shape, unknown keys).
     Body,
+    /// The client's idempotency key (HTTP header or gRPC metadata `idempotency-key`).
+    IdempotencyKey,
 }
 
 impl Field {
@@ -33,6 +35,7 @@ impl Field {
             Field::Year => "year",
             Field::Rank => "rank",
             Field::Body => "body",
+            Field::IdempotencyKey => "idempotency-key",
         }
     }
 }
