@@ -15,8 +15,8 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// How much of each linear memory may be reset in place rather than decommitted.
 pub const KEEP_RESIDENT_BYTES: usize = 1024 * 1024;
 
-/// How much of each table is reset in place rather than decommitted: one page holds a producer's
-/// tables (a few hundred function references), so they are zeroed, not unmapped and re-faulted.
+/// How much of each table is reset in place rather than decommitted: one page (512 function
+/// references) holds each of a producer's tables, so they are zeroed, not unmapped and re-faulted.
 pub const TABLE_KEEP_RESIDENT_BYTES: usize = 4096;
 
 /// How many instance slots' memory is decommitted in one batch.

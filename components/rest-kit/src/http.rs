@@ -84,16 +84,16 @@ pub fn path(request: &IncomingRequest) -> String {
     full.split('?').next().unwrap_or("").to_owned()
 }
 
-/// What a handler needs from a request's headers to read its body, read through one
-/// `headers()` handle (every call into the host costs, and a request pays for each).
+/// The request headers a producer uses (body type and length, the client's idempotency key),
+/// read through one `headers()` handle: every call into the host costs, per request.
 #[derive(Debug, Clone, Default)]
-pub struct BodyHeaders {
+pub struct RequestHeaders {
     pub content_type: Option<String>,
     pub content_length: Option<usize>,
     pub idempotency_key: Option<String>,
 }
 
-impl BodyHeaders {
+impl RequestHeaders {
     pub fn of(request: &IncomingRequest) -> Self {
         let headers = request.headers();
         let first = |name: &str| headers.get(name).first().map(|v| String::from_utf8_lossy(v).into_owned());
@@ -115,7 +115,7 @@ impl BodyHeaders {
 
 /// Reads the whole body, refusing more than `limit` bytes with `413`. A body with a declared
 /// length is done once that many bytes arrived, without another read to learn it ended.
-pub fn read_body(request: &IncomingRequest, headers: &BodyHeaders, limit: usize) -> Result<Vec<u8>, Reply> {
+pub fn read_body(request: &IncomingRequest, headers: &RequestHeaders, limit: usize) -> Result<Vec<u8>, Reply> {
     let too_large = || Reply::error(413, "body", &format!("the body is larger than the limit of {limit} bytes"));
     if headers.content_length.is_some_and(|length| length > limit) {
         return Err(too_large());

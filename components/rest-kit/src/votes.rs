@@ -6,7 +6,7 @@ use vote_core::{encode_event, new_event, now_ms, parse_json_vote, parse_json_vot
 
 use crate::bindings::votes::platform::publisher::{self, Ack, Message, PublishError};
 use crate::bindings::wasi::http::types::{IncomingRequest, ResponseOutparam};
-use crate::http::{method_name, path, read_body, BodyHeaders, Reply};
+use crate::http::{method_name, path, read_body, RequestHeaders, Reply};
 
 /// The largest body `POST /votes` reads.
 pub const MAX_VOTE_BYTES: usize = 16 * 1024;
@@ -53,7 +53,7 @@ fn invalid(error: &VoteError) -> Reply {
 /// The body of a JSON request, at most `limit` bytes (`415` if it is not JSON, `413` if larger),
 /// and the client's idempotency key if it sent one (`400` naming `idempotency-key` if bad).
 fn json_body(request: &IncomingRequest, limit: usize) -> Result<(Vec<u8>, Option<IdempotencyKey>), Reply> {
-    let headers = BodyHeaders::of(request);
+    let headers = RequestHeaders::of(request);
     if !headers.is_json() {
         return Err(Reply::error(415, "content-type", "send the vote as JSON with content-type: application/json"));
     }
