@@ -162,3 +162,22 @@ fn print(report: &BenchReport, json: bool) -> anyhow::Result<()> {
     println!("accepted {} votes, the consumer counted {}: {verdict}", report.accepted, report.counted);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_takes_the_middle_round() {
+        assert_eq!(median(vec![0.86, 0.83, 0.87]), 0.86);
+        assert_eq!(median(vec![3.0]), 3.0);
+        assert_eq!(median(Vec::new()), 0.0);
+    }
+
+    #[test]
+    fn histogram_mean_sums_every_label_set() {
+        let metrics = "host_execute_seconds_sum{version=\"a\"} 3\nhost_execute_seconds_count{version=\"a\"} 2\nhost_execute_seconds_sum{version=\"b\"} 1\nhost_execute_seconds_count{version=\"b\"} 2\n";
+        assert_eq!(histogram_mean(metrics, "host_execute_seconds"), Some(1.0));
+        assert_eq!(histogram_mean(metrics, "host_instantiate_seconds"), None);
+    }
+}
