@@ -142,19 +142,23 @@ impl StackConfig {
     pub fn mongo_url(&self) -> String {
         format!("mongodb://{}:{}/?directConnection=true", self.host, self.mongo_port)
     }
+    /// `http://host:port` of one of the stack's servers, without a path.
+    fn http_url(&self, port: u16) -> String {
+        format!("http://{}:{}", self.host, port)
+    }
     pub fn grpc_url(&self) -> String {
-        format!("http://{}:{}", self.host, self.grpc_port)
+        self.http_url(self.grpc_port)
     }
     /// The gRPC producer's side HTTP server (`/metrics`, `/healthz`), without a path.
     pub fn grpc_http_url(&self) -> String {
-        format!("http://{}:{}", self.host, self.grpc_metrics_port)
+        self.http_url(self.grpc_metrics_port)
     }
     /// The consumer's HTTP server (`/metrics`, `/healthz`), without a path.
     pub fn consumer_http_url(&self) -> String {
-        format!("http://{}:{}", self.host, self.consumer_metrics_port)
+        self.http_url(self.consumer_metrics_port)
     }
     pub fn host_url(&self) -> String {
-        format!("http://{}:{}", self.host, self.host_port)
+        self.http_url(self.host_port)
     }
     pub fn host_admin_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.host_admin_port)

@@ -4,9 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
+use redis::aio::MultiplexedConnection;
 use vote_stack::StackConfig;
 
 use crate::cast::{cast, CastReport};
@@ -64,12 +64,12 @@ fn median(mut values: Vec<f64>) -> f64 {
 
 /// Waits until the consumer's total reaches `expected`, so the next run does not share the CPU
 /// with a backlog left by the previous one. Returns the total it saw.
-async fn settle(config: &StackConfig, expected: u64, show: bool) -> anyhow::Result<u64> {
+async fn settle(redis: &mut MultiplexedConnection, expected: u64, show: bool) -> anyhow::Result<u64> {
     let spinner = if show { ProgressBar::new_spinner() } else { ProgressBar::hidden() };
     spinner.set_style(ProgressStyle::with_template("{spinner} {msg}").expect("valid template"));
     let started = Instant::now();
     loop {
-        let total = results::read(&config.redis_url()).await?.total;
+        let total = results::total(redis).await?;
         if total >= expected {
             spinner.finish_and_clear();
             return Ok(total);
@@ -88,19 +88,21 @@ async fn settle(config: &StackConfig, expected: u64, show: bool) -> anyhow::Resu
 pub async fn run(config: &StackConfig, args: BenchArgs) -> anyhow::Result<()> {
     let votes = dataset::load(None)?;
     let show = !args.json;
-    let start_total = results::read(&config.redis_url()).await.context("reading the counts before the bench")?.total;
+    let mut redis = results::connect(&config.redis_url()).await?;
+    let start_total = results::total(&mut redis).await?;
     let mut accepted = 0;
     // A short warm-up for both, so connection set-up is not measured.
     for path in [ProducerPath::Grpc, ProducerPath::Rest] {
         accepted += cast(config, path, &votes, 500, args.concurrency, false).await?.accepted;
     }
-    let mut rounds = Vec::with_capacity(args.rounds);
-    for round in 0..args.rounds.max(1) {
+    let round_count = args.rounds.max(1);
+    let mut rounds = Vec::with_capacity(round_count);
+    for round in 0..round_count {
         // Alternate which producer goes first, so neither always runs on a warmer machine.
         let order = if round % 2 == 0 { [ProducerPath::Grpc, ProducerPath::Rest] } else { [ProducerPath::Rest, ProducerPath::Grpc] };
         let (mut grpc, mut rest) = (None, None);
         for path in order {
-            settle(config, start_total + accepted, show).await?;
+            settle(&mut redis, start_total + accepted, show).await?;
             let report = cast(config, path, &votes, args.count, args.concurrency, show).await?;
             accepted += report.accepted;
             match path {
@@ -109,18 +111,19 @@ pub async fn run(config: &StackConfig, args: BenchArgs) -> anyhow::Result<()> {
             }
         }
         let (grpc, rest) = (grpc.expect("ran gRPC"), rest.expect("ran REST"));
+        let done = Round { rest_vs_grpc: rest.votes_per_second / grpc.votes_per_second, grpc, rest };
         if show {
             println!(
                 "round {}: grpc {:.0} votes/s, rest {:.0} votes/s, rest/grpc {:.0}%",
                 round + 1,
-                grpc.votes_per_second,
-                rest.votes_per_second,
-                100.0 * rest.votes_per_second / grpc.votes_per_second
+                done.grpc.votes_per_second,
+                done.rest.votes_per_second,
+                100.0 * done.rest_vs_grpc
             );
         }
-        rounds.push(Round { rest_vs_grpc: rest.votes_per_second / grpc.votes_per_second, grpc, rest });
+        rounds.push(done);
     }
-    let counted = settle(config, start_total + accepted, show).await? - start_total;
+    let counted = settle(&mut redis, start_total + accepted, show).await? - start_total;
     let after = reqwest::get(format!("{}/metrics", config.host_url())).await?.text().await?;
     let report = BenchReport {
         grpc_votes_per_second: median(rounds.iter().map(|r| r.grpc.votes_per_second).collect()),

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 
 use anyhow::Context;
+use redis::aio::MultiplexedConnection;
 use serde::Serialize;
 use vote_stack::StackConfig;
 
@@ -23,13 +24,23 @@ fn sorted(map: HashMap<String, u64>) -> Vec<(String, u64)> {
     entries
 }
 
-/// Reads the counters (the same keys Grafana reads).
-pub async fn read(redis_url: &str) -> anyhow::Result<Results> {
-    let client = redis::Client::open(redis_url)?;
-    let mut connection = client
+/// A connection to the Redis that holds the counters.
+pub async fn connect(redis_url: &str) -> anyhow::Result<MultiplexedConnection> {
+    redis::Client::open(redis_url)?
         .get_multiplexed_async_connection()
         .await
-        .with_context(|| format!("connecting to Redis at {redis_url} (is the stack up? `votectl up`)"))?;
+        .with_context(|| format!("connecting to Redis at {redis_url} (is the stack up? `votectl up`)"))
+}
+
+/// `votes:total`, the number of votes counted so far.
+pub async fn total(connection: &mut MultiplexedConnection) -> anyhow::Result<u64> {
+    let total: Option<u64> = redis::cmd("GET").arg("votes:total").query_async(connection).await?;
+    Ok(total.unwrap_or(0))
+}
+
+/// Reads the counters (the same keys Grafana reads).
+pub async fn read(redis_url: &str) -> anyhow::Result<Results> {
+    let mut connection = connect(redis_url).await?;
     let (total, bands, albums, paths): (Option<u64>, HashMap<String, u64>, HashMap<String, u64>, HashMap<String, u64>) = redis::pipe()
         .get("votes:total")
         .hgetall("votes:bands")
