@@ -3,15 +3,22 @@
 CARGO_TARGET_DIR ?= $(CURDIR)/target
 export CARGO_TARGET_DIR
 VOTECTL := $(CARGO_TARGET_DIR)/release/votectl
+WASM_DIR := $(CARGO_TARGET_DIR)/wasm32-wasip2/release
 
 .PHONY: setup components build up down status test bench clean-state
 
 setup:
 	@bash scripts/setup.sh
 
-# The guest components (wasm32-wasip2), a workspace of their own.
+# The guest components (wasm32-wasip2), a workspace of their own; then vote-rest with its
+# publisher import satisfied by publisher-http, one component that imports only wasi:* (what
+# `wasmtime serve` runs; Spin composes the same two itself). wasm-tools compose names the
+# plugged instance after the file, so the dependency goes in under a kebab-case name.
 components: setup
 	cargo build --release --target wasm32-wasip2 --manifest-path components/Cargo.toml
+	rm -rf $(WASM_DIR)/compose && mkdir -p $(WASM_DIR)/compose
+	cp $(WASM_DIR)/publisher_http.wasm $(WASM_DIR)/compose/publisher-http.wasm
+	.venv/bin/wasm-tools compose $(WASM_DIR)/vote_rest.wasm -d $(WASM_DIR)/compose/publisher-http.wasm -o $(WASM_DIR)/vote-rest-spin.wasm
 
 build: components
 	cargo build --release --workspace --bins
@@ -32,6 +39,7 @@ test: components
 	else \
 		cargo test --workspace --no-fail-fast; \
 	fi
+	.venv/bin/python -m pytest -q tests/deploy
 
 # Both producers at 64 connections, one after the other, on the running stack.
 bench:

@@ -2,11 +2,17 @@
 //!
 //! - `GET /components`: the serving component and the previous one.
 //! - `POST /components` with the component's bytes: compile, check, swap in (201), or refuse
-//!   with the reason (422) while the old one keeps serving.
-//! - `POST /components/rollback`: swap the previous one back in.
+//!   with the reason (422) while the old one keeps serving. One deploy at a time: another one
+//!   meanwhile gets 409; a deploy that takes longer than the deploy timeout gets 503.
+//! - `POST /components/rollback`: swap the previous one back in, at once, even while a deploy
+//!   is compiling.
+//! - `GET /components/history`: the fleet's deploys and rollbacks (with a fleet topic only).
+//!
+//! With a fleet topic ([`crate::fleet`]) a deploy or rollback is published for every host and
+//! answered once this host applied it; without one it changes this host only.
 
 use std::sync::Arc;
-
+use std::time::Duration;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, StatusCode};
@@ -14,13 +20,16 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use tokio::sync::Mutex;
+use tokio::sync::Semaphore;
 
+use crate::fleet::{Fleet, FleetError};
 use crate::registry::{DeployError, Registry};
 use crate::runtime::Runtime;
 
 /// The largest component the admin API accepts.
 pub const MAX_COMPONENT_BYTES: usize = 64 * 1024 * 1024;
+/// Default: how long a deploy may take to compile and check a component.
+pub const DEFAULT_DEPLOY_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Clone)]
 struct Admin {
@@ -28,15 +37,25 @@ struct Admin {
     registry: Arc<Registry>,
     metrics: crate::metrics::Metrics,
     token: Arc<String>,
-    /// One deploy or rollback at a time.
-    swapping: Arc<Mutex<()>>,
+    fleet: Option<Arc<Fleet>>,
+    deploy_timeout: Duration,
+    /// One deploy at a time: its permit is held until its compilation has really ended.
+    deploying: Arc<Semaphore>,
 }
 
 /// The admin router; every route needs `Authorization: Bearer <token>`.
-pub fn router(runtime: Arc<Runtime>, registry: Arc<Registry>, metrics: crate::metrics::Metrics, token: String) -> Router {
-    let admin = Admin { runtime, registry, metrics, token: Arc::new(token), swapping: Arc::default() };
+pub fn router(
+    runtime: Arc<Runtime>,
+    registry: Arc<Registry>,
+    metrics: crate::metrics::Metrics,
+    token: String,
+    deploy_timeout: Duration,
+    fleet: Option<Arc<Fleet>>,
+) -> Router {
+    let admin = Admin { runtime, registry, metrics, token: Arc::new(token), fleet, deploy_timeout, deploying: Arc::new(Semaphore::new(1)) };
     Router::new()
         .route("/components", get(list).post(deploy))
+        .route("/components/history", get(history))
         .route("/components/rollback", post(rollback))
         .layer(DefaultBodyLimit::max(MAX_COMPONENT_BYTES))
         .route_layer(middleware::from_fn_with_state(admin.clone(), authorize))
@@ -68,22 +87,55 @@ async fn list(State(admin): State<Admin>) -> Response {
 }
 
 async fn deploy(State(admin): State<Admin>, body: Bytes) -> Response {
-    let _one_at_a_time = admin.swapping.lock().await;
-    match Registry::load(&admin.runtime, body.to_vec()).await {
-        Ok(loaded) => {
-            admin.metrics.swaps.with_label_values(&["deploy", "ok"]).inc();
-            (StatusCode::CREATED, Json(admin.registry.deploy(loaded))).into_response()
+    let Ok(permit) = admin.deploying.clone().try_acquire_owned() else {
+        admin.metrics.swaps.with_label_values(&["deploy", "busy"]).inc();
+        return error(StatusCode::CONFLICT, "another deploy is in progress (or a timed-out one is still compiling); try again when it has finished");
+    };
+    let deploying = async {
+        match &admin.fleet {
+            Some(fleet) => {
+                let _permit = permit;
+                fleet.deploy(&admin.runtime, body.to_vec()).await.map(|()| admin.registry.list().swap_remove(0))
+            }
+            None => Registry::load(&admin.runtime, body.to_vec(), permit).await.map(|loaded| admin.registry.deploy(loaded)).map_err(FleetError::Refused),
         }
-        Err(refused) => {
+    };
+    let Ok(outcome) = tokio::time::timeout(admin.deploy_timeout, deploying).await else {
+        admin.metrics.swaps.with_label_values(&["deploy", "timeout"]).inc();
+        let reason = format!(
+            "compiling and checking the component took longer than the deploy timeout ({} ms); the serving component is unchanged",
+            admin.deploy_timeout.as_millis()
+        );
+        tracing::warn!(%reason, "deploy timed out");
+        return error(StatusCode::SERVICE_UNAVAILABLE, &reason);
+    };
+    match outcome {
+        Ok(info) => {
+            admin.metrics.swaps.with_label_values(&["deploy", "ok"]).inc();
+            (StatusCode::CREATED, Json(info)).into_response()
+        }
+        Err(FleetError::Refused(refused)) => {
             admin.metrics.swaps.with_label_values(&["deploy", "refused"]).inc();
             tracing::warn!(error = %refused, "deploy refused");
             error(StatusCode::UNPROCESSABLE_ENTITY, &refused.to_string())
         }
+        Err(failed) => fleet_unavailable(&failed),
     }
 }
 
 async fn rollback(State(admin): State<Admin>) -> Response {
-    let _one_at_a_time = admin.swapping.lock().await;
+    if let Some(fleet) = &admin.fleet {
+        if admin.registry.list().len() < 2 {
+            return error(StatusCode::CONFLICT, "nothing to roll back to");
+        }
+        return match fleet.rollback().await {
+            Ok(()) => {
+                admin.metrics.swaps.with_label_values(&["rollback", "ok"]).inc();
+                Json(admin.registry.list().swap_remove(0)).into_response()
+            }
+            Err(failed) => fleet_unavailable(&failed),
+        };
+    }
     match admin.registry.rollback() {
         Ok(info) => {
             admin.metrics.swaps.with_label_values(&["rollback", "ok"]).inc();
@@ -92,4 +144,18 @@ async fn rollback(State(admin): State<Admin>) -> Response {
         Err(DeployError::NoPrevious) => error(StatusCode::CONFLICT, "nothing to roll back to"),
         Err(other) => error(StatusCode::INTERNAL_SERVER_ERROR, &other.to_string()),
     }
+}
+
+async fn history(State(admin): State<Admin>) -> Response {
+    match &admin.fleet {
+        Some(fleet) => Json(fleet.history()).into_response(),
+        None => error(StatusCode::NOT_FOUND, "this host follows no fleet topic (--fleet-topic); it keeps no history"),
+    }
+}
+
+fn fleet_unavailable(failed: &FleetError) -> Response {
+    tracing::warn!(error = %failed, "fleet deploy or rollback failed");
+    let mut response = error(StatusCode::SERVICE_UNAVAILABLE, &failed.to_string());
+    response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+    response
 }

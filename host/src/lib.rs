@@ -3,8 +3,10 @@
 //! The component owns the HTTP handling and the vote rules; the host owns the sockets, the Kafka
 //! producer and the component's lifecycle. A request travels:
 //!
-//! 1. [`serve`]: hyper accepts it, takes the current component from the [`registry`], and runs it
-//!    in a fresh `Store` (pooling allocator, memory cap, epoch deadline) from [`runtime`].
+//! 1. [`serve`]: hyper accepts it within the bounds of [`shed`] (connections, header and body
+//!    timeouts, requests in flight; a fast `503` with `Retry-After` when full), reads its body,
+//!    takes the current component from the [`registry`], and runs it in a fresh `Store`
+//!    (pooling allocator, memory cap, epoch deadline) from [`runtime`].
 //! 2. The component calls the `votes:platform/publisher` import, implemented in [`publisher`]
 //!    with the same idempotent, acks=all Kafka settings as the gRPC producer.
 //! 3. The reply streams back with the serving version in `x-component-version`; [`metrics`]
@@ -12,11 +14,14 @@
 //!
 //! [`admin`] serves the loopback admin API (bearer token) that deploys, lists and rolls back
 //! components; a new one is compiled and checked off the request path, then swapped in
-//! atomically while requests in flight finish on the version they started with.
+//! atomically while requests in flight finish on the version they started with. With a fleet
+//! topic, [`fleet`] carries deploys and rollbacks to every host through Kafka.
 
 pub mod admin;
+pub mod fleet;
 pub mod metrics;
 pub mod publisher;
 pub mod registry;
 pub mod runtime;
 pub mod serve;
+pub mod shed;

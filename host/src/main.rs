@@ -1,5 +1,5 @@
-//! The `votes-host` binary: flags to a [`host::runtime::Runtime`], the first component, the HTTP
-//! server and the admin API.
+//! The `votes-host` binary: flags to a [`host::runtime::Runtime`], the first component, the fleet
+//! topic it follows (if any), the HTTP server and the admin API.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,15 +8,18 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use host::fleet::{Fleet, FleetSettings};
 use host::metrics::Metrics;
 use host::registry::Registry;
 use host::runtime::{Limits, Runtime};
 use host::serve::Server;
+use host::shed::{self, Gate, ServeLimits};
 use vote_kafka::{Publisher, PublisherSettings};
+use vote_service::config_check;
 
 /// Serves HTTP through a producer component (votes:platform/producer) and publishes to Kafka.
 #[derive(Parser, Debug)]
-#[command(version)]
+#[command(name = "votes-host", version)]
 struct Args {
     /// The component to serve first (a .wasm built for wasm32-wasip2).
     #[arg(long, env = "VOTES_HOST_COMPONENT")]
@@ -36,9 +39,14 @@ struct Args {
     /// Kafka bootstrap brokers.
     #[arg(long, env = "VOTES_KAFKA_BROKERS", default_value = vote_kafka::DEFAULT_BROKERS)]
     brokers: String,
-    /// How long to wait for the broker's acknowledgement, in ms.
+    /// How long to wait for the broker's acknowledgement, in ms (the request timeout must exceed
+    /// it by at least 1.2 s: checked at start-up).
     #[arg(long, env = "VOTES_PUBLISH_TIMEOUT_MS", default_value_t = vote_kafka::DEFAULT_PUBLISH_TIMEOUT.as_millis() as u64)]
     publish_timeout_ms: u64,
+    /// The most messages queued for the broker; beyond it votes get 503 "overloaded" at once
+    /// (librdkafka's queue.buffering.max.messages, default 100000).
+    #[arg(long, env = "VOTES_PUBLISH_QUEUE_MAX_MESSAGES")]
+    publish_queue_max_messages: Option<u32>,
     /// Topics components may publish to.
     #[arg(long = "allowed-topic", env = "VOTES_HOST_ALLOWED_TOPICS", value_delimiter = ',', default_value = "votes")]
     allowed_topics: Vec<String>,
@@ -48,9 +56,86 @@ struct Args {
     /// How long one request may run, in ms (keep it above the publish timeout).
     #[arg(long, env = "VOTES_HOST_REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
     request_timeout_ms: u64,
-    /// How many instances may run at once.
+    /// How many instances may exist at once (the pooling allocator's size).
     #[arg(long, env = "VOTES_HOST_MAX_INSTANCES", default_value_t = 256)]
     max_instances: u32,
+    /// How many requests may run in components at once; more get a fast 503 with Retry-After.
+    /// Must stay below --max-instances (a deploy's check needs an instance too).
+    #[arg(long, env = "VOTES_HOST_MAX_IN_FLIGHT", default_value_t = shed::DEFAULT_MAX_IN_FLIGHT)]
+    max_in_flight: usize,
+    /// How many HTTP connections may be open at once; more are answered 503 and closed.
+    #[arg(long, env = "VOTES_HOST_MAX_CONNECTIONS", default_value_t = shed::DEFAULT_MAX_CONNECTIONS)]
+    max_connections: usize,
+    /// How long a client may take to send a request's headers, in ms; also how long an idle
+    /// keep-alive connection stays open. The connection is closed after it.
+    #[arg(long, env = "VOTES_HOST_HEADER_READ_TIMEOUT_MS", default_value_t = shed::DEFAULT_HEADER_READ_TIMEOUT.as_millis() as u64)]
+    header_read_timeout_ms: u64,
+    /// How long a client may take to send a whole request body, in ms; after it the request
+    /// gets 408 and the connection is closed.
+    #[arg(long, env = "VOTES_HOST_BODY_READ_TIMEOUT_MS", default_value_t = shed::DEFAULT_BODY_READ_TIMEOUT.as_millis() as u64)]
+    body_read_timeout_ms: u64,
+    /// The largest request body the host reads, in bytes (413 beyond it).
+    #[arg(long, env = "VOTES_HOST_MAX_BODY_BYTES", default_value_t = shed::DEFAULT_MAX_BODY_BYTES)]
+    max_body_bytes: usize,
+    /// How long shutdown waits for requests in flight, in ms (keep it below the 15 s that
+    /// `votectl down` waits before SIGKILL).
+    #[arg(long, env = "VOTES_HOST_DRAIN_TIMEOUT_MS", default_value_t = shed::DEFAULT_DRAIN_TIMEOUT.as_millis() as u64)]
+    drain_timeout_ms: u64,
+    /// How long a deploy may take to compile and check a component, in ms (503 after it).
+    #[arg(long, env = "VOTES_HOST_DEPLOY_TIMEOUT_MS", default_value_t = host::admin::DEFAULT_DEPLOY_TIMEOUT.as_millis() as u64)]
+    deploy_timeout_ms: u64,
+    /// A compacted Kafka topic of component deploys that every host of a fleet follows (for
+    /// example `votes.components`); without it, deploys change this host only.
+    #[arg(long, env = "VOTES_HOST_FLEET_TOPIC")]
+    fleet_topic: Option<String>,
+    /// Create the fleet topic (one partition, compacted, replication 1) when it is missing.
+    #[arg(long, env = "VOTES_HOST_FLEET_CREATE_TOPIC")]
+    fleet_create_topic: bool,
+    /// Check the flags and environment, print the effective configuration and exit (touches no
+    /// network and no file).
+    #[arg(long)]
+    check_config: bool,
+}
+
+impl Args {
+    fn serve_limits(&self) -> anyhow::Result<ServeLimits> {
+        anyhow::ensure!(
+            self.max_in_flight > 0 && self.max_in_flight < self.max_instances as usize,
+            "--max-in-flight ({}) must be at least 1 and below --max-instances ({})",
+            self.max_in_flight,
+            self.max_instances
+        );
+        anyhow::ensure!(self.max_connections > 0, "--max-connections must be at least 1");
+        Ok(ServeLimits {
+            header_read_timeout: Duration::from_millis(self.header_read_timeout_ms),
+            body_read_timeout: Duration::from_millis(self.body_read_timeout_ms),
+            max_body_bytes: self.max_body_bytes,
+            max_connections: self.max_connections,
+            max_in_flight: self.max_in_flight,
+            drain_timeout: Duration::from_millis(self.drain_timeout_ms),
+        })
+    }
+
+    fn problems(&self) -> Vec<String> {
+        let mut problems: Vec<String> = config_check::check_brokers(&self.brokers).into_iter().collect();
+        problems.extend(self.allowed_topics.iter().filter_map(|topic| config_check::check_topic("allowed-topic", topic)));
+        if let Some(fleet_topic) = &self.fleet_topic {
+            problems.extend(config_check::check_topic("fleet-topic", fleet_topic));
+            if self.allowed_topics.contains(fleet_topic) {
+                problems.push(format!("fleet-topic: {fleet_topic:?} must not be a topic components may publish to (allowed-topic)"));
+            }
+        }
+        if self.memory_mib == 0 || self.max_instances == 0 {
+            problems.push("memory-mib and max-instances: must be above 0".into());
+        }
+        problems
+    }
+}
+
+/// This host's name in the fleet's history: the machine's (the pod's) name and the process id.
+fn origin() -> String {
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!("{}-{}", hostname.trim(), std::process::id())
 }
 
 fn admin_token(args: &Args) -> anyhow::Result<Option<String>> {
@@ -66,25 +151,42 @@ fn admin_token(args: &Args) -> anyhow::Result<Option<String>> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     vote_service::init_logging();
-    let args = Args::parse();
+    let (args, matches) = config_check::parse::<Args>();
+    config_check::finish::<Args>(args.check_config, &matches, args.problems())?;
+    let serve_limits = args.serve_limits()?;
+    match shed::raise_open_files_limit() {
+        Ok(limit) => tracing::info!(limit, "open files limit"),
+        Err(error) => tracing::warn!(%error, "could not raise the open files limit"),
+    }
     let shutdown = vote_service::Shutdown::on_signals();
     let mut settings = PublisherSettings::new(args.brokers.clone(), "votes-host");
     settings.timeout = Duration::from_millis(args.publish_timeout_ms);
+    settings.queue_max_messages = args.publish_queue_max_messages;
+    vote_kafka::check_caller_deadline("request timeout (--request-timeout-ms)", Duration::from_millis(args.request_timeout_ms), settings.timeout)?;
     let publisher = Publisher::new(&settings).context("creating the Kafka producer")?;
     let limits = Limits {
         memory_bytes: args.memory_mib * 1024 * 1024,
         request_timeout: Duration::from_millis(args.request_timeout_ms),
         max_instances: args.max_instances,
     };
-    let runtime = Arc::new(Runtime::new(limits, publisher.clone(), args.allowed_topics.clone())?);
-    let bytes = std::fs::read(&args.component).with_context(|| format!("reading {}", args.component.display()))?;
-    let first = Registry::load(&runtime, bytes).await.with_context(|| format!("loading {}", args.component.display()))?;
-    tracing::info!(version = %first.version, "component loaded");
     let metrics = Metrics::new();
+    let runtime = Arc::new(Runtime::new(limits, publisher.clone(), args.allowed_topics.clone())?.count_votes(metrics.votes.clone()));
+    let bytes = std::fs::read(&args.component).with_context(|| format!("reading {}", args.component.display()))?;
+    let first = Registry::load(&runtime, bytes, ()).await.with_context(|| format!("loading {}", args.component.display()))?;
+    tracing::info!(version = %first.version, "component loaded");
     let registry = Arc::new(Registry::new(first, metrics.clone()));
+    let fleet = match &args.fleet_topic {
+        Some(topic) => {
+            let settings = FleetSettings { brokers: args.brokers.clone(), topic: topic.clone(), create_topic: args.fleet_create_topic, origin: origin() };
+            let fleet = Fleet::start(settings, runtime.clone(), registry.clone()).await.context("following the fleet topic")?;
+            tracing::info!(%topic, version = %registry.current().version, "following the fleet topic");
+            Some(Arc::new(fleet))
+        }
+        None => None,
+    };
 
     if let Some(token) = admin_token(&args)? {
-        let router = host::admin::router(runtime.clone(), registry.clone(), metrics.clone(), token);
+        let router = host::admin::router(runtime.clone(), registry.clone(), metrics.clone(), token, Duration::from_millis(args.deploy_timeout_ms), fleet);
         let bound = vote_service::spawn_http(args.admin_addr, router, shutdown.clone()).await?;
         tracing::info!(%bound, "admin API on http://{bound}/components");
     } else {
@@ -93,7 +195,7 @@ async fn main() -> anyhow::Result<()> {
 
     let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
     tracing::info!(addr = %listener.local_addr()?, brokers = %args.brokers, "votes-host serving");
-    let server = Arc::new(Server { runtime, registry, metrics });
+    let server = Arc::new(Server { runtime, registry, metrics, gate: Gate::new(serve_limits) });
     host::serve::serve(listener, server, shutdown).await;
     publisher.flush(settings.timeout);
     tracing::info!("votes-host stopped");

@@ -1,8 +1,15 @@
-//! The host's Prometheus metrics.
+//! The host's Prometheus metrics: its own `host_*` metrics and the vote metrics both producers
+//! share, on path `wasm`.
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Request counts, latency histograms and the serving version.
+use prometheus::{Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use vote_service::vote_metrics::{Outcome, VoteMetrics};
+
+/// The producer path label of every vote this host serves.
+pub const PATH: &str = "wasm";
+
+/// Request counts, latency histograms, the serving version and the vote metrics.
 #[derive(Clone)]
 pub struct Metrics {
     pub registry: Registry,
@@ -18,8 +25,23 @@ pub struct Metrics {
     pub component_failures: IntCounterVec,
     /// 1 for the serving version, 0 for the others still loaded.
     pub serving: IntGaugeVec,
+    /// When the serving version took over (Unix seconds): start-up, deploy or rollback.
+    pub serving_since: Gauge,
     /// Deploys and rollbacks by outcome.
     pub swaps: IntCounterVec,
+    /// Requests and connections turned away with a `503`, by the bound that was full
+    /// (`connections`, `in_flight`, `instances`).
+    pub shed: IntCounterVec,
+    /// Requests ended by a timeout, by kind (`body`).
+    pub timeouts: IntCounterVec,
+    /// Failed `accept` calls (for example out of file descriptors).
+    pub accept_errors: IntCounter,
+    /// Open connections (set when `/metrics` is read).
+    pub connections: IntGauge,
+    /// Requests running in components (set when `/metrics` is read).
+    pub in_flight: IntGauge,
+    /// `votes_received_total`, `vote_ingest_seconds`, `vote_publish_failures_total` of path `wasm`.
+    pub votes: VoteMetrics,
 }
 
 fn buckets() -> Vec<f64> {
@@ -40,12 +62,70 @@ impl Metrics {
         let requests = IntCounterVec::new(Opts::new("host_requests_total", "Requests by status class and version"), &["status", "version"]).expect("valid metric");
         let component_failures = IntCounterVec::new(Opts::new("host_component_failures_total", "Requests whose component trapped, ran out of time or memory"), &["version"]).expect("valid metric");
         let serving = IntGaugeVec::new(Opts::new("host_component_serving", "1 for the serving component version"), &["version"]).expect("valid metric");
-        let swaps = IntCounterVec::new(Opts::new("host_component_swaps_total", "Deploys and rollbacks by outcome"), &["action", "outcome"]).expect("valid metric");
-        for metric in [&requests, &component_failures, &swaps] {
+        let serving_since = Gauge::new("host_component_serving_since_seconds", "When the serving component version took over, Unix seconds").expect("valid metric");
+        let swaps = IntCounterVec::new(Opts::new("host_component_swaps_total", "Deploys and rollbacks by result"), &["action", "result"]).expect("valid metric");
+        for (action, result) in [("deploy", "ok"), ("deploy", "refused"), ("rollback", "ok")] {
+            swaps.with_label_values(&[action, result]);
+        }
+        let shed = IntCounterVec::new(Opts::new("host_shed_total", "Requests and connections answered 503 because a bound was full"), &["reason"]).expect("valid metric");
+        let timeouts = IntCounterVec::new(Opts::new("host_timeouts_total", "Requests ended by a timeout, by kind"), &["kind"]).expect("valid metric");
+        // Present at zero from the start, so the dashboards show no shedding rather than no data.
+        for reason in ["connections", "in_flight", "instances"] {
+            shed.with_label_values(&[reason]);
+        }
+        timeouts.with_label_values(&["body"]);
+        for metric in [&requests, &component_failures, &swaps, &shed, &timeouts] {
             registry.register(Box::new(metric.clone())).expect("metric registered once");
         }
+        let accept_errors = IntCounter::new("host_accept_errors_total", "Failed accept calls").expect("valid metric");
+        let connections = IntGauge::new("host_open_connections", "Open HTTP connections").expect("valid metric");
+        let in_flight = IntGauge::new("host_requests_in_flight", "Requests running in components").expect("valid metric");
         registry.register(Box::new(serving.clone())).expect("metric registered once");
-        Self { registry, requests, request_seconds, instantiate_seconds, execute_seconds, component_failures, serving, swaps }
+        registry.register(Box::new(accept_errors.clone())).expect("metric registered once");
+        registry.register(Box::new(connections.clone())).expect("metric registered once");
+        registry.register(Box::new(in_flight.clone())).expect("metric registered once");
+        registry.register(Box::new(serving_since.clone())).expect("metric registered once");
+        let votes = VoteMetrics::register(&registry, PATH);
+        Self {
+            registry,
+            requests,
+            request_seconds,
+            instantiate_seconds,
+            execute_seconds,
+            component_failures,
+            serving,
+            serving_since,
+            swaps,
+            shed,
+            timeouts,
+            accept_errors,
+            connections,
+            in_flight,
+            votes,
+        }
+    }
+
+    /// Marks `new` as the serving version (and `old`, if any, as no longer serving), now.
+    pub fn serve(&self, old: Option<&str>, new: &str) {
+        if let Some(old) = old {
+            self.serving.with_label_values(&[old]).set(0);
+        }
+        self.serving.with_label_values(&[new]).set(1);
+        // Present at zero from the start, so the dashboards show no failures rather than no data.
+        self.component_failures.with_label_values(&[new]);
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or_default();
+        self.serving_since.set(now);
+    }
+
+    /// Counts the votes the host can only see in the response status: a refused request
+    /// (400, 413, 415, 422) is one invalid vote, a failed component (500) one error. Accepted votes
+    /// and failed publishes are counted per vote where they are published (`publisher`).
+    pub fn record_vote_response(&self, status: u16) {
+        match status {
+            400 | 413 | 415 | 422 => self.votes.received(Outcome::Invalid),
+            500 => self.votes.received(Outcome::Error),
+            _ => {}
+        }
     }
 }
 

@@ -1,9 +1,11 @@
 //! The `votes:platform/publisher` import, implemented with the shared Kafka publisher.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use futures::future::join_all;
 use vote_kafka::PublishError as KafkaError;
+use vote_service::vote_metrics::VoteMetrics;
 
 use crate::runtime::HostState;
 
@@ -23,27 +25,51 @@ use votes::platform::publisher::{Ack, Host, Message, PublishError};
 
 pub use votes::platform::publisher::add_to_linker;
 
-/// Publishes one message if its topic is allowed. Takes owned handles so the future does not
-/// borrow the store's state (which is not `Sync`).
-async fn publish_one(publisher: vote_kafka::Publisher, allowed_topics: Arc<Vec<String>>, message: Message) -> Result<Ack, PublishError> {
-    if !allowed_topics.iter().any(|t| t == &message.topic) {
-        return Err(PublishError::Refused(format!("this host only publishes to {:?}, not {:?}", allowed_topics, message.topic)));
+/// Publishes one message if its topic is allowed, and counts it in the vote metrics. Takes owned
+/// handles so the future does not borrow the store's state (which is not `Sync`).
+async fn publish_one(outbox: Outbox, message: Message) -> Result<Ack, PublishError> {
+    if !outbox.allowed_topics.iter().any(|t| t == &message.topic) {
+        return Err(PublishError::Refused(format!("this host only publishes to {:?}, not {:?}", outbox.allowed_topics, message.topic)));
     }
     let headers: Vec<(&str, &[u8])> = message.headers.iter().map(|h| (h.key.as_str(), h.value.as_slice())).collect();
-    match publisher.publish(&message.topic, &message.key, &message.payload, &headers).await {
+    let published = outbox.publisher.publish(&message.topic, &message.key, &message.payload, &headers).await;
+    if let Some(votes) = &outbox.votes {
+        match &published {
+            Ok(_) => votes.accepted(outbox.received.elapsed()),
+            Err(error) => votes.publish_failed(error),
+        }
+    }
+    match published {
         Ok(ack) => Ok(Ack { partition: ack.partition, offset: ack.offset }),
         Err(KafkaError::Unavailable(reason)) => Err(PublishError::Unavailable(reason)),
+        Err(KafkaError::Overloaded(reason)) => Err(PublishError::Overloaded(reason)),
+        Err(KafkaError::Indeterminate(reason)) => Err(PublishError::Indeterminate(reason)),
         Err(KafkaError::Refused(reason)) => Err(PublishError::Refused(reason)),
+    }
+}
+
+/// What one publish needs from the store's state, owned.
+#[derive(Clone)]
+struct Outbox {
+    publisher: vote_kafka::Publisher,
+    allowed_topics: Arc<Vec<String>>,
+    votes: Option<VoteMetrics>,
+    received: Instant,
+}
+
+impl HostState {
+    fn outbox(&self) -> Outbox {
+        Outbox { publisher: self.publisher.clone(), allowed_topics: self.allowed_topics.clone(), votes: self.votes.clone(), received: self.received }
     }
 }
 
 impl Host for HostState {
     async fn publish(&mut self, message: Message) -> Result<Ack, PublishError> {
-        publish_one(self.publisher.clone(), self.allowed_topics.clone(), message).await
+        publish_one(self.outbox(), message).await
     }
 
     async fn publish_many(&mut self, messages: Vec<Message>) -> Vec<Result<Ack, PublishError>> {
-        let (publisher, topics) = (self.publisher.clone(), self.allowed_topics.clone());
-        join_all(messages.into_iter().map(|m| publish_one(publisher.clone(), topics.clone(), m))).await
+        let outbox = self.outbox();
+        join_all(messages.into_iter().map(|m| publish_one(outbox.clone(), m))).await
     }
 }

@@ -58,14 +58,15 @@ pub struct Registry {
     metrics: Metrics,
 }
 
-fn digest(bytes: &[u8]) -> String {
+/// `sha256:<hex>` of a component's bytes.
+pub(crate) fn digest(bytes: &[u8]) -> String {
     let hash = Sha256::digest(bytes);
     format!("sha256:{}", hash.iter().map(|b| format!("{b:02x}")).collect::<String>())
 }
 
 impl Registry {
     pub fn new(first: Loaded, metrics: Metrics) -> Self {
-        metrics.serving.with_label_values(&[first.version.as_str()]).set(1);
+        metrics.serve(None, &first.version);
         Self { current: ArcSwap::from_pointee(first), previous: Mutex::new(None), metrics }
     }
 
@@ -75,13 +76,16 @@ impl Registry {
         self.current.load_full()
     }
 
-    /// Compiles `bytes` (on a blocking thread), checks that it imports only what a producer
-    /// gets and exports `wasi:http/incoming-handler`, then asks it who it is.
-    pub async fn load(runtime: &Arc<Runtime>, bytes: Vec<u8>) -> Result<Loaded, DeployError> {
+    /// Compiles `bytes` (on a blocking thread, off the async runtime), checks that it imports
+    /// only what a producer gets and exports `wasi:http/incoming-handler`, then asks it who it
+    /// is. `hold` is dropped only when the compilation has really ended, even if the caller
+    /// stopped waiting for it (a compile cannot be interrupted). No lock is held meanwhile.
+    pub async fn load(runtime: &Arc<Runtime>, bytes: Vec<u8>, hold: impl Send + 'static) -> Result<Loaded, DeployError> {
         let size = bytes.len();
         let digest = digest(&bytes);
         let compile_runtime = runtime.clone();
         let pre = tokio::task::spawn_blocking(move || -> Result<ProxyPre<HostState>, DeployError> {
+            let _hold = hold;
             if !is_component_binary(&bytes) {
                 return Err(DeployError::NotAComponent("the bytes are not a component binary (a core module or something else)".into()));
             }
@@ -98,11 +102,12 @@ impl Registry {
     /// Makes `loaded` the serving component; the old one becomes the rollback target.
     pub fn deploy(&self, loaded: Loaded) -> ComponentInfo {
         let new = Arc::new(loaded);
+        // Held across the swap so a rollback at the same moment sees both changes or neither.
+        let mut previous = self.previous.lock().expect("registry lock");
         let old = self.current.swap(new.clone());
-        self.metrics.serving.with_label_values(&[old.version.as_str()]).set(0);
-        self.metrics.serving.with_label_values(&[new.version.as_str()]).set(1);
+        self.metrics.serve(Some(&old.version), &new.version);
         tracing::info!(from = %old.version, to = %new.version, "component deployed");
-        *self.previous.lock().expect("registry lock") = Some(old);
+        *previous = Some(old);
         info(&new, "serving")
     }
 
@@ -111,16 +116,28 @@ impl Registry {
         let mut previous = self.previous.lock().expect("registry lock");
         let back = previous.take().ok_or(DeployError::NoPrevious)?;
         let replaced = self.current.swap(back.clone());
-        self.metrics.serving.with_label_values(&[replaced.version.as_str()]).set(0);
-        self.metrics.serving.with_label_values(&[back.version.as_str()]).set(1);
+        self.metrics.serve(Some(&replaced.version), &back.version);
         tracing::info!(from = %replaced.version, to = %back.version, "component rolled back");
         *previous = Some(replaced);
         Ok(info(&back, "serving"))
     }
 
+    /// Makes `serving` the serving component and `previous` the rollback target, as a fleet
+    /// follower decided from the fleet topic.
+    pub fn set(&self, serving: Arc<Loaded>, previous: Option<Arc<Loaded>>) {
+        let replaced = self.current.swap(serving.clone());
+        if !Arc::ptr_eq(&replaced, &serving) {
+            self.metrics.serving.with_label_values(&[replaced.version.as_str()]).set(0);
+            self.metrics.serving.with_label_values(&[serving.version.as_str()]).set(1);
+            tracing::info!(from = %replaced.version, to = %serving.version, "component swapped by the fleet");
+        }
+        *self.previous.lock().expect("registry lock") = previous;
+    }
+
     pub fn list(&self) -> Vec<ComponentInfo> {
+        let previous = self.previous.lock().expect("registry lock");
         let mut list = vec![info(&self.current(), "serving")];
-        if let Some(previous) = self.previous.lock().expect("registry lock").as_ref() {
+        if let Some(previous) = previous.as_ref() {
             list.push(info(previous, "previous"));
         }
         list
@@ -148,7 +165,7 @@ async fn identify(runtime: &Runtime, pre: &ProxyPre<HostState>) -> Result<Option
     let request = hyper::Request::get("http://localhost/.well-known/component")
         .body(Full::new(Bytes::new()).map_err(|never: std::convert::Infallible| -> wasmtime_wasi_http::Error { match never {} }))
         .expect("a valid request");
-    let response = call_component(runtime, pre, request, None).await.map_err(|e| DeployError::Check(e.to_string()))?;
+    let response = call_component(runtime, pre, request, None, ()).await.map_err(|e| DeployError::Check(e.to_string()))?;
     if !response.status().is_success() {
         return Ok(None);
     }

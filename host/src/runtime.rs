@@ -2,14 +2,15 @@
 //! exactly the imports a producer gets, and a fresh capability-less `Store` per request.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
-use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use vote_service::vote_metrics::VoteMetrics;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-/// How often the epoch advances; deadlines are counted in these ticks.
+/// How often the epoch advances: a running guest yields this often and checks its deadline.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// How much of each linear memory may be reset in place rather than decommitted.
@@ -34,7 +35,7 @@ pub struct Limits {
 }
 
 /// What a store holds for one request: WASI state with no capabilities, the HTTP context, the
-/// memory limiter and the publisher.
+/// memory limiter, the publisher, and when the request arrived (for the vote metrics).
 pub struct HostState {
     table: ResourceTable,
     wasi: WasiCtx,
@@ -42,6 +43,8 @@ pub struct HostState {
     limits: StoreLimits,
     pub(crate) publisher: vote_kafka::Publisher,
     pub(crate) allowed_topics: Arc<Vec<String>>,
+    pub(crate) votes: Option<VoteMetrics>,
+    pub(crate) received: Instant,
 }
 
 impl WasiView for HostState {
@@ -63,6 +66,7 @@ pub struct Runtime {
     pub limits: Limits,
     publisher: vote_kafka::Publisher,
     allowed_topics: Arc<Vec<String>>,
+    votes: Option<VoteMetrics>,
 }
 
 impl Runtime {
@@ -90,7 +94,14 @@ impl Runtime {
         let engine = Engine::new(&config)?;
         let linker = Self::linker(&engine)?;
         spawn_epoch_ticker(&engine);
-        Ok(Self { engine, linker, limits, publisher, allowed_topics: Arc::new(allowed_topics) })
+        Ok(Self { engine, linker, limits, publisher, allowed_topics: Arc::new(allowed_topics), votes: None })
+    }
+
+    /// Counts every message the components publish as a vote in `votes` (accepted with its
+    /// ingest time, or failed by reason).
+    pub fn count_votes(mut self, votes: VoteMetrics) -> Self {
+        self.votes = Some(votes);
+        self
     }
 
     /// WASI (with nothing granted: no preopened files, no environment, no network), the
@@ -119,12 +130,23 @@ impl Runtime {
             limits: StoreLimitsBuilder::new().memory_size(self.limits.memory_bytes).trap_on_grow_failure(false).build(),
             publisher: self.publisher.clone(),
             allowed_topics: self.allowed_topics.clone(),
+            votes: self.votes.clone(),
+            received: Instant::now(),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);
-        let ticks = (self.limits.request_timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
-        store.set_epoch_deadline(ticks);
-        store.epoch_deadline_trap();
+        // Every tick a running guest yields to the async runtime (so a guest that computes for
+        // long never takes a worker thread from the others), and past the request timeout it is
+        // stopped.
+        let deadline = Instant::now() + self.limits.request_timeout;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            if Instant::now() >= deadline {
+                Err(wasmtime::Trap::Interrupt.into())
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
         store
     }
 }

@@ -1,16 +1,17 @@
-//! The HTTP side: hyper accepts requests and runs each one in a fresh instance of the current
-//! component; `/healthz`, `/readyz` and `/metrics` are answered by the host itself.
+//! The HTTP side: hyper accepts requests within the [`crate::shed`] bounds, reads each body
+//! within its timeout, and runs the request in a fresh instance of the current component;
+//! `/healthz`, `/readyz` and `/metrics` are answered by the host itself.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::{Body, Incoming};
-use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::header::{HeaderValue, CONNECTION, CONTENT_TYPE, RETRY_AFTER};
 use hyper::server::conn::http1;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use vote_service::Shutdown;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
@@ -21,61 +22,93 @@ use wasmtime_wasi_http::WasiHttpView;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::runtime::{HostState, Runtime};
+use crate::shed::{Gate, Shed};
 
 /// The response header naming the component version that served the request.
 pub const VERSION_HEADER: &str = "x-component-version";
-/// How long shutdown waits for requests in flight.
-pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How much longer than the request timeout a component may hold its instance while it waits
+/// (on the broker, on a slow reader of its reply) rather than runs: running code is stopped at
+/// the request timeout by the epoch deadline, waiting code at this much later by the clock.
+pub const WAIT_GRACE: Duration = Duration::from_secs(1);
 
 /// Why a component produced no response.
 #[derive(Debug, thiserror::Error)]
 pub enum ComponentError {
     #[error("the component could not be instantiated: {0:#}")]
     Instantiate(wasmtime::Error),
+    #[error("the host is overloaded (no free instance); retry after {retry} s", retry = crate::shed::RETRY_AFTER_SECONDS)]
+    NoInstance,
     #[error("the component failed: {0}")]
     Failed(String),
+    #[error("the component did not answer within {0:?}: a vote may or may not have been stored; retry with the same idempotency-key")]
+    TimedOut(Duration),
+}
+
+/// How a component's task ended.
+enum Ended {
+    Returned(wasmtime::Result<()>),
+    TimedOut,
 }
 
 /// Runs `request` through a fresh instance of `pre`. Returns the response head as soon as the
-/// component sets it; the body streams while the component keeps running.
+/// component sets it; the body streams while the component keeps running. The instance (and
+/// `hold`, for example a place among the requests in flight) is released when the component
+/// ends, or at the latest [`WAIT_GRACE`] after the request timeout.
 pub async fn call_component<B>(
     runtime: &Runtime,
     pre: &ProxyPre<HostState>,
     request: Request<B>,
     timings: Option<(&Metrics, &str)>,
+    hold: impl Send + 'static,
 ) -> Result<Response<HyperOutgoingBody>, ComponentError>
 where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<wasmtime_wasi_http::Error>,
 {
     let started = Instant::now();
+    let bound = runtime.limits.request_timeout + WAIT_GRACE;
     let mut store = runtime.new_store();
     let (sender, receiver) = tokio::sync::oneshot::channel();
     let incoming = store.data_mut().http().new_incoming_request(Scheme::Http, request).map_err(ComponentError::Instantiate)?;
     let outparam = store.data_mut().http().new_response_outparam(sender).map_err(ComponentError::Instantiate)?;
-    let proxy = pre.instantiate_async(&mut store).await.map_err(ComponentError::Instantiate)?;
+    let proxy = pre.instantiate_async(&mut store).await.map_err(|error| {
+        if error.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() {
+            ComponentError::NoInstance
+        } else {
+            ComponentError::Instantiate(error)
+        }
+    })?;
     let instantiated = Instant::now();
     if let Some((metrics, version)) = timings {
         metrics.instantiate_seconds.with_label_values(&[version]).observe((instantiated - started).as_secs_f64());
     }
     let execute_metric = timings.map(|(m, v)| (m.execute_seconds.with_label_values(&[v]), m.component_failures.with_label_values(&[v])));
     let task = tokio::spawn(async move {
-        let result = proxy.wasi_http_incoming_handler().call_handle(&mut store, incoming, outparam).await;
+        let handled = tokio::time::timeout(bound, proxy.wasi_http_incoming_handler().call_handle(&mut store, incoming, outparam)).await;
+        // The instance goes back to the pool before the place it held is given up.
+        drop(store);
+        drop(hold);
+        let ended = match handled {
+            Ok(result) => Ended::Returned(result),
+            Err(_) => Ended::TimedOut,
+        };
         if let Some((execute, failures)) = &execute_metric {
             execute.observe(instantiated.elapsed().as_secs_f64());
-            if result.is_err() {
+            if !matches!(ended, Ended::Returned(Ok(()))) {
                 failures.inc();
             }
         }
-        result
+        ended
     });
     match receiver.await {
         Ok(Ok(response)) => Ok(response),
         Ok(Err(code)) => Err(ComponentError::Failed(format!("it answered with error code {code:?}"))),
-        // The component returned or trapped without setting a response.
+        // The component returned, trapped or ran out of time without setting a response.
         Err(_) => match task.await {
-            Ok(Ok(())) => Err(ComponentError::Failed("it returned without a response".into())),
-            Ok(Err(error)) => Err(ComponentError::Failed(describe_trap(&error))),
+            Ok(Ended::Returned(Ok(()))) => Err(ComponentError::Failed("it returned without a response".into())),
+            Ok(Ended::Returned(Err(error))) => Err(ComponentError::Failed(describe_trap(&error))),
+            Ok(Ended::TimedOut) => Err(ComponentError::TimedOut(bound)),
             Err(join) => Err(ComponentError::Failed(format!("its task ended: {join}"))),
         },
     }
@@ -106,11 +139,32 @@ pub fn json_response(status: StatusCode, value: serde_json::Value) -> Response<H
     response
 }
 
+/// A `503` with `Retry-After` and a JSON body.
+fn unavailable(value: serde_json::Value) -> Response<HyperOutgoingBody> {
+    let mut response = json_response(StatusCode::SERVICE_UNAVAILABLE, value);
+    response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(crate::shed::RETRY_AFTER_SECONDS));
+    response
+}
+
+/// A `503` for a shed request: the JSON error and `Retry-After`.
+pub fn overloaded(shed: Shed) -> Response<HyperOutgoingBody> {
+    unavailable(crate::shed::overloaded_body(shed))
+}
+
+/// An error about the request body; the connection is closed after it, since the rest of the
+/// body was not read.
+fn body_error(status: StatusCode, reason: String) -> Response<HyperOutgoingBody> {
+    let mut response = json_response(status, serde_json::json!({ "error": reason, "field": "body" }));
+    response.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
 /// Everything a request needs.
 pub struct Server {
     pub runtime: Arc<Runtime>,
     pub registry: Arc<Registry>,
     pub metrics: Metrics,
+    pub gate: Gate,
 }
 
 impl Server {
@@ -118,12 +172,12 @@ impl Server {
     pub async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Result<Response<HyperOutgoingBody>, std::convert::Infallible> {
         let started = Instant::now();
         match request.uri().path() {
-            "/healthz" => return Ok(json_response(StatusCode::OK, serde_json::json!({ "status": "ok" }))),
-            "/readyz" => {
-                let current = self.registry.current();
-                return Ok(json_response(StatusCode::OK, serde_json::json!({ "status": "ready", "version": current.version })));
-            }
+            "/healthz" => return Ok(self.health()),
+            "/readyz" => return Ok(self.readiness()),
             "/metrics" => {
+                let saturation = self.gate.saturation();
+                self.metrics.connections.set(saturation.connections as i64);
+                self.metrics.in_flight.set(saturation.in_flight as i64);
                 let body = Full::new(Bytes::from(vote_service::render_metrics(&self.metrics.registry))).map_err(|never: std::convert::Infallible| -> wasmtime_wasi_http::Error { match never {} }).boxed_unsync();
                 return Ok(Response::new(body));
             }
@@ -131,54 +185,128 @@ impl Server {
         }
         let component = self.registry.current();
         let version = component.version.as_str();
-        let request = request.map(|body| body.map_err(wasmtime_wasi_http::p2::hyper_request_error).map_err(wasmtime_wasi_http::Error::from));
-        let mut response = match call_component(&self.runtime, &component.pre, request, Some((&self.metrics, version))).await {
-            Ok(response) => response,
-            Err(error) => {
-                tracing::warn!(version, %error, "component failed");
-                json_response(StatusCode::INTERNAL_SERVER_ERROR, serde_json::json!({ "error": error.to_string(), "field": "component" }))
-            }
+        let mut response = match self.read_body(request).await {
+            Err(refused) => refused,
+            Ok(request) => match self.gate.try_in_flight() {
+                None => {
+                    self.metrics.shed.with_label_values(&[Shed::InFlight.label()]).inc();
+                    overloaded(Shed::InFlight)
+                }
+                Some(place) => match call_component(&self.runtime, &component.pre, request, Some((&self.metrics, version)), place).await {
+                    Ok(response) => response,
+                    Err(ComponentError::NoInstance) => {
+                        self.metrics.shed.with_label_values(&["instances"]).inc();
+                        overloaded(Shed::InFlight)
+                    }
+                    Err(error @ ComponentError::TimedOut(_)) => {
+                        tracing::warn!(version, %error, "component timed out");
+                        unavailable(serde_json::json!({ "error": error.to_string(), "field": null }))
+                    }
+                    Err(error) => {
+                        tracing::warn!(version, %error, "component failed");
+                        json_response(StatusCode::INTERNAL_SERVER_ERROR, serde_json::json!({ "error": error.to_string(), "field": "component" }))
+                    }
+                },
+            },
         };
         if let Ok(value) = HeaderValue::from_str(version) {
             response.headers_mut().insert(VERSION_HEADER, value);
         }
         let class = format!("{}xx", response.status().as_u16() / 100);
         self.metrics.requests.with_label_values(&[class.as_str(), version]).inc();
+        self.metrics.record_vote_response(response.status().as_u16());
         self.metrics.request_seconds.with_label_values(&[version]).observe(started.elapsed().as_secs_f64());
         Ok(response)
     }
+
+    /// Reads the whole body, within the body timeout and the size cap, before a component
+    /// instance is taken: a client that stalls mid-body holds a connection, never an instance.
+    async fn read_body(&self, request: Request<Incoming>) -> Result<Request<Full<Bytes>>, Response<HyperOutgoingBody>> {
+        let limits = &self.gate.limits;
+        let too_large = || body_error(StatusCode::PAYLOAD_TOO_LARGE, format!("the request body is larger than {} bytes", limits.max_body_bytes));
+        if request.body().size_hint().lower() > limits.max_body_bytes as u64 {
+            return Err(too_large());
+        }
+        let (head, body) = request.into_parts();
+        match tokio::time::timeout(limits.body_read_timeout, Limited::new(body, limits.max_body_bytes).collect()).await {
+            Ok(Ok(collected)) => Ok(Request::from_parts(head, Full::new(collected.to_bytes()))),
+            Ok(Err(error)) if error.is::<LengthLimitError>() => Err(too_large()),
+            Ok(Err(error)) => Err(body_error(StatusCode::BAD_REQUEST, format!("reading the request body failed: {error}"))),
+            Err(_) => {
+                self.metrics.timeouts.with_label_values(&["body"]).inc();
+                Err(body_error(StatusCode::REQUEST_TIMEOUT, format!("the request body did not arrive within {} ms", limits.body_read_timeout.as_millis())))
+            }
+        }
+    }
+
+    /// Liveness: always `200` while the process serves; says whether the host is saturated.
+    fn health(&self) -> Response<HyperOutgoingBody> {
+        let saturation = self.gate.saturation();
+        let status = if saturation.saturated { "saturated" } else { "ok" };
+        json_response(StatusCode::OK, serde_json::json!({ "status": status, "limits": saturation }))
+    }
+
+    /// Readiness: `503` with `Retry-After` while a bound is full or clients were turned away in
+    /// the last second, so a load balancer sends new clients elsewhere; `200` otherwise.
+    fn readiness(&self) -> Response<HyperOutgoingBody> {
+        let saturation = self.gate.saturation();
+        let version = self.registry.current().version.clone();
+        if saturation.saturated {
+            return unavailable(serde_json::json!({ "status": "saturated", "version": version, "limits": saturation }));
+        }
+        json_response(StatusCode::OK, serde_json::json!({ "status": "ready", "version": version, "limits": saturation }))
+    }
 }
 
-/// Accepts connections until `shutdown` fires, then waits up to [`DRAIN_TIMEOUT`] for the
-/// requests in flight to finish.
+/// Accepts connections until `shutdown` fires, then waits up to the drain timeout for the
+/// requests in flight to finish. A connection over the bound gets a fast `503` and is closed; a
+/// failed `accept` (for example out of file descriptors) pauses the loop, doubling the pause.
 pub async fn serve(listener: tokio::net::TcpListener, server: Arc<Server>, mut shutdown: Shutdown) {
     let graceful = GracefulShutdown::new();
+    let limits = server.gate.limits.clone();
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout).keep_alive(true);
+    let mut failures = 0u32;
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             _ = shutdown.wait() => break,
         };
-        let (stream, _) = match accepted {
-            Ok(accepted) => accepted,
+        let stream = match accepted {
+            Ok((stream, _)) => {
+                failures = 0;
+                stream
+            }
             Err(error) => {
-                tracing::warn!(%error, "accept failed");
-                continue;
+                failures += 1;
+                server.metrics.accept_errors.inc();
+                let pause = crate::shed::accept_backoff(failures);
+                tracing::warn!(%error, ?pause, "accept failed; pausing");
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => continue,
+                    _ = shutdown.wait() => break,
+                }
             }
         };
+        let Some(place) = server.gate.try_connection() else {
+            server.metrics.shed.with_label_values(&[Shed::Connections.label()]).inc();
+            server.gate.refuse(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
-        let server = server.clone();
-        let service = hyper::service::service_fn(move |request| server.clone().handle(request));
-        let connection = http1::Builder::new().keep_alive(true).serve_connection(TokioIo::new(stream), service);
-        let watched = graceful.watch(connection);
+        let handler = server.clone();
+        let service = hyper::service::service_fn(move |request| handler.clone().handle(request));
+        let watched = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
             if let Err(error) = watched.await {
                 tracing::debug!(%error, "connection ended with an error");
             }
+            drop(place);
         });
     }
-    tracing::info!("draining requests in flight");
+    tracing::info!(timeout = ?limits.drain_timeout, "draining requests in flight");
     tokio::select! {
         _ = graceful.shutdown() => tracing::info!("all requests finished"),
-        _ = tokio::time::sleep(DRAIN_TIMEOUT) => tracing::warn!("gave up waiting for requests in flight"),
+        _ = tokio::time::sleep(limits.drain_timeout) => tracing::warn!("gave up waiting for requests in flight"),
     }
 }

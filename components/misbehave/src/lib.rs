@@ -1,9 +1,13 @@
 //! A component for the host's isolation tests: `/trap` panics (a wasm trap), `/loop` never
-//! returns, `/alloc` grows its memory until the host's cap stops it; anything else answers 200.
+//! returns, `/alloc` grows its memory until the host's cap stops it, `/sleep` waits
+//! [`SLEEP`] (like a slow broker) before it answers; anything else answers 200.
 
 use rest_kit::bindings::exports::wasi::http::incoming_handler::Guest;
 use rest_kit::bindings::wasi::http::types::{IncomingRequest, ResponseOutparam};
 use rest_kit::http::{path, Reply};
+
+/// How long `/sleep` waits, in nanoseconds (1.5 s).
+const SLEEP: u64 = 1_500_000_000;
 
 struct Misbehave;
 
@@ -23,6 +27,10 @@ impl Guest for Misbehave {
                     hoard.push(vec![1u8; 1 << 20]);
                     std::hint::black_box(&hoard);
                 }
+            }
+            "/sleep" => {
+                rest_kit::bindings::wasi::clocks::monotonic_clock::subscribe_duration(SLEEP).block();
+                Reply::json(200, &serde_json::json!({ "producer": "misbehave@0.1.0", "slept_ms": SLEEP / 1_000_000 })).send(response_out)
             }
             _ => Reply::json(200, &serde_json::json!({ "producer": "misbehave@0.1.0" })).send(response_out),
         }

@@ -14,7 +14,8 @@ pub const MAX_VOTE_BYTES: usize = 16 * 1024;
 pub const MAX_BATCH_BYTES: usize = 1024 * 1024;
 /// The most votes one batch may hold.
 pub const MAX_BATCH_ITEMS: usize = 500;
-/// Seconds a client should wait before retrying when the broker is unavailable.
+/// Seconds a client should wait before retrying when the broker is unavailable or the host
+/// overloaded.
 pub const RETRY_AFTER_SECONDS: &str = "1";
 
 /// What makes one producer component different from another.
@@ -73,14 +74,34 @@ fn message(event: &VoteEvent) -> Message {
     Message { topic: TOPIC.to_owned(), key: event.vote_id.clone().into_bytes(), payload: encode_event(event), headers: Vec::new() }
 }
 
-fn published(event: &VoteEvent, outcome: Result<Ack, PublishError>) -> Reply {
-    match outcome {
-        Ok(ack) => Reply::json(202, &serde_json::json!({ "vote_id": event.vote_id, "partition": ack.partition, "offset": ack.offset })),
-        Err(PublishError::Unavailable(reason)) => {
-            Reply::error(503, "broker", &format!("the vote was not stored, try again: {reason}")).with_header("retry-after", RETRY_AFTER_SECONDS)
+/// The answer to one published vote. Broker failures are `503` with `Retry-After`, and say
+/// exactly what is known: not stored (overloaded, unavailable) or maybe stored (indeterminate,
+/// where the retry must reuse the idempotency key, echoed back when one was sent).
+fn published(event: &VoteEvent, outcome: Result<Ack, PublishError>, key: Option<&IdempotencyKey>) -> Reply {
+    let reason = match outcome {
+        Ok(ack) => {
+            return Reply::json(202, &serde_json::json!({ "vote_id": event.vote_id, "partition": ack.partition, "offset": ack.offset }))
         }
-        Err(PublishError::Refused(reason)) => Reply::error(502, "broker", &format!("the broker refused the vote: {reason}")),
-    }
+        Err(PublishError::Refused(reason)) => return Reply::error(502, "broker", &format!("the broker refused the vote: {reason}")),
+        Err(PublishError::Overloaded(reason)) => format!("overloaded: the vote was not stored, retry shortly ({reason})"),
+        Err(PublishError::Unavailable(reason)) => format!("the vote was not stored, try again ({reason})"),
+        Err(PublishError::Indeterminate(reason)) => {
+            let mut body = serde_json::json!({
+                "error": format!("{} ({reason})", vote_core::maybe_stored_advice(key.is_some())),
+                "field": "broker",
+                "vote_id": event.vote_id,
+            });
+            if let Some(key) = key {
+                body["idempotency_key"] = key.as_str().into();
+            }
+            let reply = Reply::json(503, &body).with_header("retry-after", RETRY_AFTER_SECONDS);
+            return match key {
+                Some(key) => reply.with_header(vote_core::IDEMPOTENCY_KEY_HEADER, key.as_str()),
+                None => reply,
+            };
+        }
+    };
+    Reply::error(503, "broker", &reason).with_header("retry-after", RETRY_AFTER_SECONDS)
 }
 
 fn cast_one(request: &IncomingRequest, policy: &dyn Policy) -> Reply {
@@ -88,18 +109,19 @@ fn cast_one(request: &IncomingRequest, policy: &dyn Policy) -> Reply {
         Ok(read) => read,
         Err(reply) => return reply,
     };
-    match accept(parse_json_vote(&body), policy, key.map(|k| k.vote_id(None))) {
+    match accept(parse_json_vote(&body), policy, key.as_ref().map(|k| k.vote_id(None))) {
         Ok(event) => {
             let outcome = publisher::publish(&message(&event));
-            published(&event, outcome)
+            published(&event, outcome, key.as_ref())
         }
         Err(error) => invalid(&error),
     }
 }
 
 /// Publishes the valid votes of a batch together and answers each item with the status and
-/// body `POST /votes` would have given it. The batch answers 200 unless every item failed the
-/// same way at the broker (then 503, so clients retry the whole batch). With an idempotency key,
+/// body `POST /votes` would have given it. The batch answers 200 unless every item failed at the
+/// broker with a 503 (then 503 with `Retry-After`, so clients retry the whole batch, under the
+/// same idempotency key). With an idempotency key,
 /// item `i` gets the id the key gives item `i`, so a retried batch counts each vote once.
 fn cast_batch(request: &IncomingRequest, policy: &dyn Policy) -> Reply {
     let (body, key) = match json_body(request, MAX_BATCH_BYTES) {
@@ -125,7 +147,7 @@ fn cast_batch(request: &IncomingRequest, policy: &dyn Policy) -> Reply {
         let reply = match item {
             Ok(event) => {
                 let outcome = outcomes.next().unwrap_or_else(|| Err(PublishError::Refused("the host answered fewer items".into())));
-                published(event, outcome)
+                published(event, outcome, key.as_ref())
             }
             Err(error) => invalid(error),
         };

@@ -1,19 +1,23 @@
 //! The vote consumer: reads group `vote-counter` from topic `votes` in batches, counts each vote
 //! once in Redis, logs it once in MongoDB, and commits the batch's offsets only after both writes
-//! succeeded.
+//! succeeded and every message it could not process is in the dead-letter topic.
 //!
-//! - [`counters`]: the Redis contract (`votes:bands`, `votes:albums`, `votes:paths`,
-//!   `votes:total`, `votes:recent`), written by one Lua script that skips vote ids it has seen.
-//! - [`logs`]: the MongoDB `votes.logs` collection, keyed by vote id, duplicates ignored.
-//! - [`pipeline`]: the batch loop from Kafka to both stores and back to the offset commit.
-//! - [`metrics`]: the Prometheus counters the loop keeps.
+//! - [`pipeline`]: the batch loop from Kafka to both stores (`vote-store`) and back to the offset
+//!   commit; temporary store failures are waited out with the partitions paused.
+//! - [`dlq`]: the dead-letter envelope and its reasons.
+//! - [`health`]: `/healthz`, unhealthy on a stall with lag or an unreachable store.
+//! - [`monitor`]: the lag per partition and the store probes, refreshed every few seconds.
+//! - [`metrics`]: the Prometheus metrics.
+//! - [`rebalance`]: the Kafka context that logs partition assignments.
 //!
 //! A crash anywhere before the commit means the batch is read again; both writes are idempotent
-//! per vote id, so nothing is counted twice and nothing is lost.
+//! (per offset and per vote id), so nothing is counted twice and nothing is lost.
 
-pub mod counters;
-pub mod logs;
+pub mod dlq;
+pub mod health;
 pub mod metrics;
+pub mod monitor;
 pub mod pipeline;
+pub mod rebalance;
 
 pub use pipeline::{run, Settings};

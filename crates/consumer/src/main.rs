@@ -3,7 +3,10 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use axum::routing::get;
 use clap::Parser;
+use consumer::health::Health;
+use vote_service::config_check;
 
 /// Reads votes from Kafka and keeps the Redis counters and the MongoDB logs, once per vote.
 #[derive(Parser, Debug)]
@@ -15,10 +18,14 @@ struct Args {
     /// The topic to read.
     #[arg(long, env = "VOTES_TOPIC", default_value = vote_core::TOPIC)]
     topic: String,
+    /// The dead-letter topic: messages that cannot be counted go there (a JSON envelope with the
+    /// reason and the original record) before their offset is committed.
+    #[arg(long, env = "VOTES_DLQ_TOPIC", default_value = vote_kafka::DLQ_TOPIC)]
+    dlq_topic: String,
     /// The consumer group; replicas in one group share the partitions.
     #[arg(long, env = "VOTES_CONSUMER_GROUP", default_value = vote_kafka::CONSUMER_GROUP)]
     group: String,
-    /// Redis URL for the live counters.
+    /// Redis URL for the live counters (its maxmemory-policy must be `noeviction`).
     #[arg(long, env = "VOTES_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     redis_url: String,
     /// MongoDB URL for the vote logs.
@@ -33,25 +40,57 @@ struct Args {
     /// How long a batch waits for more messages after its first, in milliseconds.
     #[arg(long, env = "VOTES_CONSUMER_BATCH_LINGER_MS", default_value_t = 20)]
     batch_linger_ms: u64,
-    /// How long vote ids are remembered for deduplication, in seconds.
-    #[arg(long, env = "VOTES_CONSUMER_SEEN_TTL_SECS", default_value_t = consumer::counters::DEFAULT_SEEN_TTL.as_secs())]
+    /// How long vote ids are remembered for deduplication of client retries, in seconds.
+    #[arg(long, env = "VOTES_CONSUMER_SEEN_TTL_SECS", default_value_t = vote_store::counters::DEFAULT_SEEN_TTL.as_secs())]
     seen_ttl_secs: u64,
+    /// `/healthz` answers 503 after this many seconds with lag but no batch written, or with a
+    /// store unreachable.
+    #[arg(long, env = "VOTES_CONSUMER_STALL_SECS", default_value_t = 30)]
+    stall_secs: u64,
     /// Fault-test hook: milliseconds to sleep between the writes and the commit.
     #[arg(long, hide = true, default_value_t = 0)]
     pause_before_commit_ms: u64,
+    /// Check the flags and environment, print the effective configuration and exit (touches no
+    /// network and no file).
+    #[arg(long)]
+    check_config: bool,
+}
+
+impl Args {
+    fn problems(&self) -> Vec<String> {
+        [
+            config_check::check_brokers(&self.brokers),
+            config_check::check_topic("topic", &self.topic),
+            config_check::check_url("redis-url", &self.redis_url, &["redis://", "rediss://", "redis+unix://", "unix://"]),
+            config_check::check_url("mongo-url", &self.mongo_url, &["mongodb://", "mongodb+srv://"]),
+            (self.group.trim().is_empty()).then(|| "group: must not be empty".to_owned()),
+            (self.batch_max == 0).then(|| "batch-max: must be at least 1".to_owned()),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     vote_service::init_logging();
-    let args = Args::parse();
+    let (args, matches) = config_check::parse::<Args>();
+    config_check::finish::<Args>(args.check_config, &matches, args.problems())?;
     let shutdown = vote_service::Shutdown::on_signals();
     let metrics = consumer::metrics::Metrics::new();
-    let bound = vote_service::spawn_http(args.metrics_addr, vote_service::metrics_router(metrics.registry.clone()), shutdown.clone()).await?;
-    tracing::info!(%bound, "metrics on http://{bound}/metrics");
+    let health = Health::new(Duration::from_secs(args.stall_secs.max(1)));
+    let registry = metrics.registry.clone();
+    let answer = health.clone();
+    let router = axum::Router::new()
+        .route("/metrics", get(move || std::future::ready(vote_service::render_metrics(&registry))))
+        .route("/healthz", get(move || std::future::ready(answer.answer())));
+    let bound = vote_service::spawn_http(args.metrics_addr, router, shutdown.clone()).await?;
+    tracing::info!(%bound, "metrics on http://{bound}/metrics, health on http://{bound}/healthz");
     let settings = consumer::Settings {
         brokers: args.brokers,
         topic: args.topic,
+        dlq_topic: args.dlq_topic,
         group: args.group,
         redis_url: args.redis_url,
         mongo_url: args.mongo_url,
@@ -60,5 +99,5 @@ async fn main() -> anyhow::Result<()> {
         seen_ttl: Duration::from_secs(args.seen_ttl_secs),
         pause_before_commit: Duration::from_millis(args.pause_before_commit_ms),
     };
-    consumer::run(settings, metrics, shutdown).await
+    consumer::run(settings, metrics, health, shutdown).await
 }

@@ -1,6 +1,6 @@
 //! The consumer's Prometheus metrics.
 
-use prometheus::{Histogram, HistogramOpts, IntCounter, Registry};
+use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
 
 /// Counters and histograms the batch loop keeps.
 #[derive(Clone)]
@@ -10,11 +10,11 @@ pub struct Metrics {
     pub messages: IntCounter,
     /// Votes counted in Redis for the first time.
     pub counted: IntCounter,
-    /// Votes read again after a redelivery and skipped by the Redis dedupe.
+    /// Votes read again after a redelivery or a replay and skipped by the Redis dedupe.
     pub duplicates: IntCounter,
     /// Log documents inserted in MongoDB.
     pub logged: IntCounter,
-    /// Messages whose payload was not a valid vote event (skipped, with an error log).
+    /// Messages whose payload was not a valid vote event (sent to the dead-letter topic).
     pub poison: IntCounter,
     /// Write attempts that failed and were retried.
     pub write_retries: IntCounter,
@@ -22,23 +22,37 @@ pub struct Metrics {
     pub commits: IntCounter,
     /// Time from the first message of a batch to its commit.
     pub batch_seconds: Histogram,
+    /// Messages behind the high watermark, per assigned partition (committed offset to high watermark).
+    pub lag: IntGaugeVec,
+    /// From a vote's `received_at` to the moment the Redis write that counted it returned.
+    pub visible_seconds: Histogram,
+    /// Duration of one successful store write, per store (`redis`, `mongodb`).
+    pub store_write_seconds: HistogramVec,
+    /// Messages published to the dead-letter topic, per reason.
+    pub dlq: IntCounterVec,
+}
+
+fn register<M: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: M) -> M {
+    registry.register(Box::new(metric.clone())).expect("metric registered once");
+    metric
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
-    let counter = IntCounter::new(name, help).expect("valid metric");
-    registry.register(Box::new(counter.clone())).expect("metric registered once");
-    counter
+    register(registry, IntCounter::new(name, help).expect("valid metric"))
+}
+
+fn seconds(name: &str, help: &str) -> HistogramOpts {
+    HistogramOpts::new(name, help).buckets(prometheus::exponential_buckets(0.001, 2.0, 16).expect("valid buckets"))
 }
 
 impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
-        let batch_seconds = Histogram::with_opts(
-            HistogramOpts::new("consumer_batch_seconds", "Time to write and commit one batch")
-                .buckets(prometheus::exponential_buckets(0.001, 2.0, 14).expect("valid buckets")),
-        )
-        .expect("valid metric");
-        registry.register(Box::new(batch_seconds.clone())).expect("metric registered once");
+        let batch_seconds = Histogram::with_opts(seconds("consumer_batch_seconds", "Time to write and commit one batch")).expect("valid metric");
+        let visible_seconds = Histogram::with_opts(seconds("vote_visible_seconds", "From a vote's received_at to its count returned by Redis")).expect("valid metric");
+        let store_write_seconds = HistogramVec::new(seconds("consumer_store_write_seconds", "Duration of one successful store write"), &["store"]).expect("valid metric");
+        let lag = IntGaugeVec::new(Opts::new("consumer_lag_messages", "Messages between the committed offset and the high watermark"), &["partition"]).expect("valid metric");
+        let dlq = IntCounterVec::new(Opts::new("consumer_dlq_messages_total", "Messages published to the dead-letter topic"), &["reason"]).expect("valid metric");
         Self {
             messages: counter(&registry, "consumer_messages_total", "Messages read from Kafka"),
             counted: counter(&registry, "consumer_votes_counted_total", "Votes counted in Redis for the first time"),
@@ -47,7 +61,11 @@ impl Metrics {
             poison: counter(&registry, "consumer_poison_messages_total", "Messages that were not valid vote events"),
             write_retries: counter(&registry, "consumer_write_retries_total", "Failed store writes that were retried"),
             commits: counter(&registry, "consumer_commits_total", "Offset commits"),
-            batch_seconds,
+            batch_seconds: register(&registry, batch_seconds),
+            lag: register(&registry, lag),
+            visible_seconds: register(&registry, visible_seconds),
+            store_write_seconds: register(&registry, store_write_seconds),
+            dlq: register(&registry, dlq),
             registry,
         }
     }

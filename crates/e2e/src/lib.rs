@@ -1,6 +1,12 @@
 //! The end-to-end test harness: a private stack (Tansu, Redis, NX-27017) on free ports in a
 //! temporary directory, the project's real binaries started as processes, and helpers to read
 //! what landed in Redis and MongoDB. Everything it starts dies with it.
+//!
+//! - [`grafana`]: the dashboards and data sources of `grafana/`, and their checks.
+//! - [`exposition`]: the Prometheus text format of `/metrics` pages.
+
+pub mod exposition;
+pub mod grafana;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -12,6 +18,8 @@ use vote_core::proto::Vote;
 use vote_grpc::VoteServiceClient;
 use vote_stack::process::Launch;
 use vote_stack::{Part, StackConfig, Supervisor};
+
+pub mod spin;
 
 /// A port nothing listens on right now, never the same one twice in this process.
 pub fn free_port() -> u16 {
@@ -40,6 +48,20 @@ fn bin_dir() -> PathBuf {
     dir
 }
 
+/// One of the project's binaries (`votectl`, `results`, ...), built next to the test.
+pub fn binary(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(path.is_file(), "{} is missing: build the binaries first with `cargo build --workspace --bins` (`make test` does)", path.display());
+    path
+}
+
+/// Where tests leave files for a person to look at (screenshots): `<target>/e2e-artifacts`.
+pub fn artifacts_dir() -> PathBuf {
+    let dir = bin_dir().parent().expect("the target directory").join("e2e-artifacts");
+    std::fs::create_dir_all(&dir).expect("creating the e2e artifacts directory");
+    dir
+}
+
 /// The admin token the tests give the host.
 pub const ADMIN_TOKEN: &str = "e2e-admin-token";
 
@@ -59,6 +81,8 @@ pub fn vote_json(vote: &Vote) -> serde_json::Value {
 pub struct TestStack {
     pub config: StackConfig,
     pub supervisor: Supervisor,
+    /// The consumers started by [`TestStack::start_consumer`]: name and metrics port.
+    consumers: std::sync::Mutex<Vec<(String, u16)>>,
     _dir: tempfile::TempDir,
 }
 
@@ -87,11 +111,13 @@ impl TestStack {
         config.consumer_metrics_port = free_port();
         config.host_port = free_port();
         config.host_admin_port = free_port();
+        config.results_port = free_port();
+        config.prometheus_port = free_port();
         let supervisor = Supervisor::attached(&config.state_dir);
         if let Err(error) = vote_stack::up(&config, &supervisor, parts).await {
             panic!("the test stack did not start: {error:#}");
         }
-        Self { config, supervisor, _dir: dir }
+        Self { config, supervisor, consumers: std::sync::Mutex::default(), _dir: dir }
     }
 
     /// Starts the gRPC producer with the stack's settings and extra flags; waits until it serves.
@@ -113,7 +139,21 @@ impl TestStack {
         eventually(Duration::from_secs(30), || async { vote_stack::probe::http_ok(&url).await.is_ok() })
             .await
             .unwrap_or_else(|_| panic!("consumer {name} did not serve /healthz:\n{}", self.supervisor.log_tail(name, 20)));
+        self.consumers.lock().unwrap().push((name.to_owned(), port));
         port
+    }
+
+    /// SIGKILLs a server of the stack (a crash: no shutdown, no flush).
+    pub fn kill(&self, part: Part) {
+        self.supervisor.kill(part.name()).unwrap_or_else(|e| panic!("killing {}: {e:#}", part.name()));
+    }
+
+    /// Starts a server of the stack again on its port and data directory; waits until it answers.
+    pub async fn restart(&self, part: Part) {
+        self.supervisor.spawn(&self.config.launch(part)).unwrap_or_else(|e| panic!("restarting {}: {e:#}", part.name()));
+        vote_stack::stack::wait_ready(&self.config, &self.supervisor, part)
+            .await
+            .unwrap_or_else(|e| panic!("{} did not come back: {e:#}", part.name()));
     }
 
     /// Starts the wasm host serving `component` with extra flags; waits until it is ready.
@@ -126,6 +166,14 @@ impl TestStack {
         let launch = config.launch(Part::Host).args(extra_args);
         self.supervisor.spawn(&launch).expect("starting votes-host");
         vote_stack::stack::wait_ready(&config, &self.supervisor, Part::Host).await.expect("votes-host ready");
+    }
+
+    /// Starts the results web app with the stack's settings and extra flags; waits until its
+    /// `/healthz` answers (Redis and MongoDB reachable, live poller reading).
+    pub async fn start_results(&self, extra_args: &[&str]) {
+        let launch = self.config.launch(Part::Results).args(extra_args);
+        self.supervisor.spawn(&launch).expect("starting results (build it with `cargo build --workspace --bins`)");
+        vote_stack::stack::wait_ready(&self.config, &self.supervisor, Part::Results).await.expect("results ready");
     }
 
     /// `POST /votes` with a JSON body; returns the status, the version header and the JSON reply.
@@ -163,9 +211,9 @@ impl TestStack {
         redis::Client::open(self.config.redis_url()).unwrap().get_multiplexed_async_connection().await.expect("redis connection")
     }
 
-    /// `votes:total`, 0 when absent.
+    /// `{votes}:total`, 0 when absent.
     pub async fn total(&self) -> u64 {
-        let total: Option<u64> = redis::cmd("GET").arg("votes:total").query_async(&mut self.redis().await).await.unwrap();
+        let total: Option<u64> = redis::cmd("GET").arg(vote_store::keys::TOTAL).query_async(&mut self.redis().await).await.unwrap();
         total.unwrap_or(0)
     }
 
@@ -184,18 +232,78 @@ impl TestStack {
         self.logs().await.count_documents(mongodb::bson::doc! {}).await.expect("count votes.logs")
     }
 
-    /// Waits until both stores hold `expected` votes, then a little longer to catch overshoot.
-    pub async fn wait_for_counts(&self, expected: u64, timeout: Duration) {
+    /// Waits until both stores hold `expected` votes (without checking what is still on its way).
+    pub async fn wait_for_stores(&self, expected: u64, timeout: Duration) {
         let reached = eventually(timeout, || async { self.total().await >= expected && self.logged().await >= expected }).await;
         if reached.is_err() {
+            panic!("after {timeout:?}: {} = {}, votes.logs = {}, expected {expected}", vote_store::keys::TOTAL, self.total().await, self.logged().await);
+        }
+    }
+
+    /// Waits until both stores hold `expected` votes AND the default consumer group has committed
+    /// every message of the topic, so nothing more can still arrive (an overshoot would show).
+    pub async fn wait_for_counts(&self, expected: u64, timeout: Duration) {
+        self.wait_for_group(vote_kafka::CONSUMER_GROUP, expected, timeout).await;
+    }
+
+    /// [`TestStack::wait_for_counts`] for the consumer group `group`.
+    pub async fn wait_for_group(&self, group: &str, expected: u64, timeout: Duration) {
+        let caught_up = eventually(timeout, || async {
+            self.total().await >= expected && self.logged().await >= expected && self.group_lag(group).await == Some(0)
+        })
+        .await;
+        if caught_up.is_err() {
             panic!(
-                "after {timeout:?}: votes:total = {}, votes.logs = {}, expected {expected}",
+                "after {timeout:?}: {} = {}, votes.logs = {}, expected {expected}; group {group} lag {:?}",
+                vote_store::keys::TOTAL,
                 self.total().await,
-                self.logged().await
+                self.logged().await,
+                self.group_lag(group).await
             );
         }
-        tokio::time::sleep(Duration::from_secs(2)).await;
     }
+
+    /// Messages of the votes topic that `group` has not committed yet (None if the broker does
+    /// not answer): the high watermark minus the committed offset, over all partitions.
+    pub async fn group_lag(&self, group: &str) -> Option<i64> {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let (brokers, group, partitions) = (self.config.brokers(), group.to_owned(), self.config.partitions);
+        tokio::task::spawn_blocking(move || {
+            let timeout = Duration::from_secs(5);
+            let consumer: BaseConsumer =
+                rdkafka::ClientConfig::new().set("bootstrap.servers", &brokers).set("group.id", &group).set("enable.auto.commit", "false").create().ok()?;
+            let mut assignment = rdkafka::TopicPartitionList::new();
+            for partition in 0..partitions {
+                assignment.add_partition(vote_core::TOPIC, partition);
+            }
+            let committed = consumer.committed_offsets(assignment, timeout).ok()?;
+            let mut lag = 0;
+            for element in committed.elements() {
+                let (low, high) = consumer.fetch_watermarks(vote_core::TOPIC, element.partition(), timeout).ok()?;
+                lag += high - element.offset().to_raw().filter(|offset| *offset >= 0).unwrap_or(low);
+            }
+            Some(lag)
+        })
+        .await
+        .unwrap()
+    }
+
+    /// The metrics port of a consumer started by [`TestStack::start_consumer`].
+    pub fn consumer_port(&self, name: &str) -> u16 {
+        self.consumers.lock().unwrap().iter().find(|(n, _)| n == name).map(|(_, port)| *port).expect("a consumer of this name")
+    }
+}
+
+/// The status and body of a consumer's `/healthz`.
+pub async fn health(port: u16) -> (u16, String) {
+    let response = reqwest::get(format!("http://127.0.0.1:{port}/healthz")).await.expect("GET /healthz");
+    (response.status().as_u16(), response.text().await.unwrap_or_default())
+}
+
+/// How many partitions a consumer owns (the series of its `consumer_lag_messages` gauge).
+pub async fn assigned_partitions(port: u16) -> usize {
+    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await.expect("GET /metrics").text().await.unwrap();
+    text.lines().filter(|line| line.starts_with("consumer_lag_messages{")).count()
 }
 
 /// A counter's value from a Prometheus text page (summing its labelled series).
@@ -257,4 +365,87 @@ pub fn invalid_votes(count: usize) -> Vec<(Vote, &'static str)> {
         (Vote { rank: "1.5".into(), ..ok() }, "rank"),
     ];
     (0..count).map(|i| cases[i % cases.len()].clone()).collect()
+}
+
+/// A steady, bounded load of valid votes over the gRPC producer and, optionally, the wasm host,
+/// until [`Load::stop`]; counts the accepted and the refused votes.
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    workers: Vec<tokio::task::JoinHandle<(u64, u64)>>,
+}
+
+impl Load {
+    /// Workers per path; each sends one vote every [`Load::PERIOD`] (about 80 votes/s per path).
+    const WORKERS: usize = 2;
+    const PERIOD: Duration = Duration::from_millis(25);
+    /// A worker gives up after this long even if nobody stops it.
+    const LIMIT: Duration = Duration::from_secs(45);
+
+    /// Starts the load; the host must be running when `rest` is set.
+    pub async fn start(stack: &std::sync::Arc<TestStack>, rest: bool) -> Self {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let grpc = stack.grpc_client().await;
+        let http = reqwest::Client::new();
+        let mut workers = Vec::new();
+        for worker in 0..Self::WORKERS * if rest { 2 } else { 1 } {
+            let (stack, stop, grpc, http) = (stack.clone(), stop.clone(), grpc.clone(), http.clone());
+            workers.push(tokio::spawn(async move {
+                let (mut accepted, mut refused) = (0, 0);
+                let started = Instant::now();
+                let mut ticker = tokio::time::interval(Self::PERIOD);
+                let votes = valid_votes(20);
+                for vote in votes.iter().cycle().skip(worker).cloned() {
+                    ticker.tick().await;
+                    if stop.load(Ordering::Relaxed) || started.elapsed() > Self::LIMIT {
+                        break;
+                    }
+                    let ok = if worker % 2 == 1 && rest {
+                        stack.post_vote(&http, &vote_json(&vote)).await.0 == 202
+                    } else {
+                        grpc.clone().cast(vote).await.is_ok()
+                    };
+                    if ok {
+                        accepted += 1;
+                    } else {
+                        refused += 1;
+                    }
+                }
+                (accepted, refused)
+            }));
+        }
+        Self { stop, workers }
+    }
+
+    /// Stops the load; returns (accepted, refused) votes.
+    pub async fn stop(self) -> (u64, u64) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut totals = (0, 0);
+        for worker in self.workers {
+            let (accepted, refused) = worker.await.expect("load worker");
+            totals = (totals.0 + accepted, totals.1 + refused);
+        }
+        totals
+    }
+}
+
+/// Raises this test process's soft limit on open files to its hard limit (tests that hold a
+/// thousand connections need more than the usual 1,024); returns the limit now in force.
+pub fn raise_open_files_limit() -> u64 {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("reading RLIMIT_NOFILE");
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard).expect("raising RLIMIT_NOFILE to its hard limit");
+    }
+    hard.max(soft)
+}
+
+/// A process's resident memory in KiB (`VmRSS` in `/proc/<pid>/status`).
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("reading /proc/<pid>/status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/<pid>/status")
 }

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use e2e::{eventually, invalid_votes, metric, valid_votes, TestStack};
+use e2e::{assigned_partitions, eventually, invalid_votes, metric, valid_votes, TestStack};
 
 /// 1,000 valid and 100 invalid votes: exactly 1,000 counted and logged, the invalid ones nowhere,
 /// each rejection naming its field.
@@ -26,12 +26,12 @@ async fn grpc_votes_are_counted_and_logged_exactly_once() {
     stack.wait_for_counts(1000, Duration::from_secs(60)).await;
     assert_eq!(stack.total().await, 1000);
     assert_eq!(stack.logged().await, 1000);
-    let bands = stack.hash("votes:bands").await;
+    let bands = stack.hash(vote_store::keys::BANDS).await;
     assert_eq!(bands.values().sum::<u64>(), 1000);
     assert_eq!(bands["Malacates Trébol Shop"], 250);
     assert!(!bands.contains_key("Legión"), "an invalid vote was counted: {bands:?}");
-    assert_eq!(stack.hash("votes:paths").await["grpc"], 1000);
-    assert_eq!(stack.hash("votes:albums").await.values().sum::<u64>(), 1000);
+    assert_eq!(stack.hash(vote_store::keys::PATHS).await["grpc"], 1000);
+    assert_eq!(stack.hash(vote_store::keys::ALBUMS).await.values().sum::<u64>(), 1000);
 
     let logs = stack.logs().await;
     let one = logs.find_one(mongodb::bson::doc! { "_id": &accepted[0] }).await.unwrap().expect("log of an accepted vote");
@@ -41,7 +41,7 @@ async fn grpc_votes_are_counted_and_logged_exactly_once() {
     assert_eq!(logs.count_documents(mongodb::bson::doc! { "name": "Legión" }).await.unwrap(), 0);
 
     assert_eq!(metric(consumer_port, "consumer_votes_counted_total").await, 1000.0);
-    assert_eq!(metric(stack.config.grpc_metrics_port, "grpc_votes_total").await, 1100.0);
+    assert_eq!(metric(stack.config.grpc_metrics_port, "votes_received_total").await, 1100.0);
 }
 
 /// A consumer SIGKILLed after writing a batch but before committing it: the restarted consumer
@@ -54,19 +54,17 @@ async fn a_consumer_killed_before_its_commit_counts_nothing_twice() {
 
     // One batch holds all 1,000 votes; the consumer writes them, then sleeps before committing.
     stack.start_consumer("doomed", &["--batch-max", "5000", "--batch-linger-ms", "3000", "--pause-before-commit-ms", "600000"]).await;
-    stack.wait_for_counts(1000, Duration::from_secs(60)).await;
+    stack.wait_for_stores(1000, Duration::from_secs(60)).await;
     stack.supervisor.kill("doomed").unwrap();
 
     let port = stack.start_consumer("survivor", &[]).await;
-    eventually(Duration::from_secs(60), || async { metric(port, "consumer_messages_total").await >= 1000.0 })
-        .await
-        .expect("the restarted consumer reads the uncommitted batch again");
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    stack.wait_for_counts(1000, Duration::from_secs(60)).await;
+    assert!(metric(port, "consumer_messages_total").await >= 1000.0, "the restarted consumer read the uncommitted batch again");
     assert_eq!(metric(port, "consumer_votes_duplicate_total").await, 1000.0, "every redelivered vote was recognised");
     assert_eq!(metric(port, "consumer_votes_counted_total").await, 0.0);
     assert_eq!(stack.total().await, 1000);
     assert_eq!(stack.logged().await, 1000);
-    assert_eq!(stack.hash("votes:bands").await.values().sum::<u64>(), 1000);
+    assert_eq!(stack.hash(vote_store::keys::BANDS).await.values().sum::<u64>(), 1000);
 }
 
 /// Two consumers in one group share the partitions; together they count every vote once.
@@ -77,7 +75,12 @@ async fn two_consumers_in_one_group_split_the_work() {
     let first = stack.start_consumer("consumer-a", &[]).await;
     let second = stack.start_consumer("consumer-b", &[]).await;
     // Let the group settle so both own partitions before the votes arrive.
-    tokio::time::sleep(Duration::from_secs(8)).await;
+    eventually(Duration::from_secs(30), || async {
+        let (a, b) = (assigned_partitions(first).await, assigned_partitions(second).await);
+        a > 0 && b > 0 && a + b == stack.config.partitions as usize
+    })
+    .await
+    .expect("both consumers own partitions");
 
     stack.cast_all(valid_votes(2000)).await;
     stack.wait_for_counts(2000, Duration::from_secs(60)).await;

@@ -1,7 +1,7 @@
 //! The REST producer end to end: the vote-rest component in the wasm host -> Tansu -> consumer
 //! -> Redis and NX-27017; isolation of misbehaving components; hot-swap under load; broker outage.
 
-use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -94,8 +94,8 @@ async fn rest_votes_are_counted_and_logged_with_the_component_version() {
     stack.wait_for_counts(1000, Duration::from_secs(60)).await;
     assert_eq!(stack.total().await, 1000);
     assert_eq!(stack.logged().await, 1000);
-    assert_eq!(stack.hash("votes:paths").await["wasm"], 1000);
-    assert!(!stack.hash("votes:bands").await.contains_key("Legión"));
+    assert_eq!(stack.hash(vote_store::keys::PATHS).await["wasm"], 1000);
+    assert!(!stack.hash(vote_store::keys::BANDS).await.contains_key("Legión"));
     let logs = stack.logs().await;
     let wasm_logs = logs.count_documents(mongodb::bson::doc! { "path": "wasm", "producer": VOTE_REST }).await.unwrap();
     assert_eq!(wasm_logs, 1000);
@@ -106,7 +106,8 @@ async fn rest_votes_are_counted_and_logged_with_the_component_version() {
 #[tokio::test]
 async fn misbehaving_components_fail_only_their_own_request() {
     let stack = TestStack::start_parts(&[vote_stack::Part::Kafka]).await;
-    stack.start_host(&component("misbehave"), &["--request-timeout-ms", "2000", "--memory-mib", "32"]).await;
+    // The request timeout must exceed a whole publish (checked at start-up): 800 ms + 1.2 s.
+    stack.start_host(&component("misbehave"), &["--request-timeout-ms", "2000", "--publish-timeout-ms", "800", "--memory-mib", "32"]).await;
     let http = reqwest::Client::new();
     let host = stack.config.host_url();
 
@@ -138,25 +139,33 @@ async fn misbehaving_components_fail_only_their_own_request() {
     assert!(metrics.contains("host_component_failures_total{version=\"misbehave@0.1.0\"} 3"), "{metrics}");
 }
 
-/// 20,000 votes at 64 connections while the component is deployed and rolled back five times:
-/// no request fails, every reply names one of the two versions, and the counts are exact. A core
-/// module and a component of another world are refused, and the old version keeps serving.
+/// Votes at 64 connections while the component is deployed and rolled back five times: every
+/// deployed version serves requests between each swap and the next (so each swap happened under
+/// load), no request fails, and the counts are exact. A core module and a component of another
+/// world are refused, and the old version keeps serving.
 #[tokio::test]
 async fn hot_swap_under_load_loses_no_request() {
-    const VOTES: usize = 20_000;
+    /// The load stops when the swaps are done, or at this many votes.
+    const MAX_VOTES: usize = 60_000;
     let stack = Arc::new(TestStack::start().await);
     stack.start_host(&component("vote_rest"), &[]).await;
     stack.start_consumer("consumer", &[]).await;
     let http = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
 
+    let stop = Arc::new(AtomicBool::new(false));
     let load = {
-        let (stack, http) = (stack.clone(), http.clone());
+        let (stack, http, stop) = (stack.clone(), http.clone(), stop.clone());
         tokio::spawn(async move {
             // Only bands of the contest list, so both versions accept every vote.
-            let replies: Vec<(u16, String, serde_json::Value)> = stream::iter(valid_votes(VOTES))
-                .map(|vote| {
-                    let (stack, http) = (&stack, &http);
-                    async move { stack.post_vote(http, &vote_json(&vote)).await }
+            let votes = valid_votes(4);
+            let replies: Vec<(u16, String, serde_json::Value, Instant)> = stream::iter(0..MAX_VOTES)
+                .take_while(|_| std::future::ready(!stop.load(Ordering::Relaxed)))
+                .map(|i| {
+                    let (stack, http, vote) = (&stack, &http, &votes[i % votes.len()]);
+                    async move {
+                        let (status, version, reply) = stack.post_vote(http, &vote_json(vote)).await;
+                        (status, version, reply, Instant::now())
+                    }
                 })
                 .buffer_unordered(64)
                 .collect()
@@ -165,15 +174,31 @@ async fn hot_swap_under_load_loses_no_request() {
         })
     };
 
+    // Each swap: when it was answered, which version it put in, and when the next one was asked.
     let contest = std::fs::read(component("vote_rest_contest")).unwrap();
+    let mut swaps: Vec<(Instant, &str)> = Vec::new();
+    let mut windows: Vec<(Instant, Instant, &str)> = Vec::new();
     for round in 0..5 {
         tokio::time::sleep(Duration::from_millis(500)).await;
+        let asked = Instant::now();
         let deployed = stack.admin(&http, Method::POST, "/components").body(contest.clone()).send().await.unwrap();
         assert_eq!(deployed.status().as_u16(), 201, "deploy {round}: {}", deployed.text().await.unwrap());
+        swaps.push((Instant::now(), CONTEST));
         tokio::time::sleep(Duration::from_millis(500)).await;
+        let asked_back = Instant::now();
         let rolled = stack.admin(&http, Method::POST, "/components/rollback").send().await.unwrap();
         assert_eq!(rolled.status().as_u16(), 200, "rollback {round}");
+        swaps.push((Instant::now(), VOTE_REST));
+        if let Some(&(since, version)) = swaps.get(swaps.len().wrapping_sub(3)) {
+            windows.push((since, asked, version));
+        }
+        windows.push((swaps[swaps.len() - 2].0, asked_back, CONTEST));
     }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    windows.push((swaps[swaps.len() - 1].0, Instant::now(), VOTE_REST));
+    assert!(!load.is_finished(), "the load ended before the last swap; raise MAX_VOTES");
+    stop.store(true, Ordering::Relaxed);
+
     for (name, bytes) in [("a core module", b"\0asm\x01\0\0\0".to_vec()), ("another world", std::fs::read(component("other_world")).unwrap())] {
         let refused = stack.admin(&http, Method::POST, "/components").body(bytes).send().await.unwrap();
         assert_eq!(refused.status().as_u16(), 422, "{name}");
@@ -186,17 +211,25 @@ async fn hot_swap_under_load_loses_no_request() {
     assert_eq!(list[0]["version"], VOTE_REST, "{list}");
 
     let replies = load.await.unwrap();
-    let failed: Vec<_> = replies.iter().filter(|(status, _, _)| *status != 202).collect();
+    let failed: Vec<_> = replies.iter().filter(|(status, ..)| *status != 202).collect();
     assert!(failed.is_empty(), "{} requests failed, first: {:?}", failed.len(), failed.first());
-    let versions: HashSet<&str> = replies.iter().map(|(_, version, _)| version.as_str()).collect();
-    assert!(versions.contains(VOTE_REST), "{versions:?}");
-    assert!(versions.iter().all(|v| [VOTE_REST, CONTEST].contains(v)), "{versions:?}");
+    assert!(replies.iter().all(|(_, v, ..)| [VOTE_REST, CONTEST].contains(&v.as_str())), "every reply names one of the two versions");
+    // Between a swap and the next one, the version it put in answered requests: the swap
+    // happened under load, not after it.
+    let served: Vec<usize> = windows
+        .iter()
+        .map(|&(from, to, version)| replies.iter().filter(|(_, v, _, at)| v == version && (from..to).contains(at)).count())
+        .collect();
+    println!("hot swap: {} votes, {} swaps, requests served by the new version after each swap: {served:?}", replies.len(), swaps.len());
+    assert_eq!(served.len(), 10, "one window after each of the ten swaps");
+    assert!(served.iter().all(|&n| n > 0), "a version served nothing after it was swapped in: {served:?}");
 
-    stack.wait_for_counts(VOTES as u64, Duration::from_secs(120)).await;
-    assert_eq!(stack.total().await, VOTES as u64);
-    assert_eq!(stack.logged().await, VOTES as u64);
+    let votes = replies.len() as u64;
+    stack.wait_for_counts(votes, Duration::from_secs(180)).await;
+    assert_eq!(stack.total().await, votes);
+    assert_eq!(stack.logged().await, votes);
     let by_version = stack.logs().await.count_documents(mongodb::bson::doc! { "producer": CONTEST }).await.unwrap();
-    let served_by_contest = replies.iter().filter(|(_, version, _)| version == CONTEST).count() as u64;
+    let served_by_contest = replies.iter().filter(|(_, version, ..)| version == CONTEST).count() as u64;
     assert_eq!(by_version, served_by_contest, "each log names the version that served it");
 }
 

@@ -1,38 +1,92 @@
-//! The `VoteService` handlers: validate with vote-core, publish, answer after the broker's ack.
+//! The `VoteService` handlers: validate with vote-core, publish, answer after the broker's ack,
+//! within a concurrency limit and a deadline per call.
 
-use std::time::Instant;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use futures::stream::{FuturesUnordered, StreamExt};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::{Request, Response, Status, Streaming};
 use tonic_types::{ErrorDetails, StatusExt};
 use vote_core::proto::{CastSummary, Receipt, Rejection, Vote};
-use vote_core::{encode_event, new_event, now_ms, validate, IdempotencyKey, Path, VoteError, VoteInput, IDEMPOTENCY_KEY_HEADER, TOPIC};
+use vote_core::{encode_event, maybe_stored_advice, new_event, now_ms, validate, IdempotencyKey, Path, VoteError, VoteInput, IDEMPOTENCY_KEY_HEADER, TOPIC};
 use vote_kafka::{PublishError, Publisher};
+use vote_service::vote_metrics::Outcome;
 
+use crate::deadline::call_deadline;
 use crate::metrics::Metrics;
 
 /// How many votes of one stream may wait for the broker at once.
 pub const STREAM_IN_FLIGHT: usize = 256;
-/// How many rejections a `CastSummary` lists (the counts are always complete).
+/// How many rejections a `CastSummary` lists, the first by position (the counts are complete).
 pub const MAX_LISTED_REJECTIONS: usize = 100;
 
-/// The service state: one shared publisher and this producer's name@version.
+/// The producer's limits (flags of the binary).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Calls (`Cast` or `CastStream`) served at once; one more answers `RESOURCE_EXHAUSTED`.
+    pub max_concurrent_calls: usize,
+    /// The longest a `Cast` runs (a client's shorter `grpc-timeout` wins).
+    pub call_timeout: Duration,
+    /// The most votes one `CastStream` takes.
+    pub stream_max_votes: u64,
+    /// The longest a `CastStream` runs (a client's shorter `grpc-timeout` wins).
+    pub stream_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_concurrent_calls: 1024,
+            call_timeout: Duration::from_secs(10),
+            stream_max_votes: 10_000,
+            stream_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The service state: one shared publisher, this producer's name@version, and its limits.
 #[derive(Clone)]
 pub struct VoteApi {
     publisher: Publisher,
     producer: String,
     metrics: Metrics,
+    limits: Limits,
+    calls: Arc<Semaphore>,
 }
 
 impl VoteApi {
-    pub fn new(publisher: Publisher, metrics: Metrics) -> Self {
+    pub fn new(publisher: Publisher, metrics: Metrics, limits: Limits) -> Self {
         let producer = format!("{}@{}", env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"));
-        Self { publisher, producer, metrics }
+        let calls = Arc::new(Semaphore::new(limits.max_concurrent_calls));
+        Self { publisher, producer, metrics, limits, calls }
+    }
+
+    /// A slot for one call, or `RESOURCE_EXHAUSTED` at once when every slot is taken.
+    fn admit(&self) -> Result<OwnedSemaphorePermit, Status> {
+        self.calls.clone().try_acquire_owned().map_err(|_| {
+            self.metrics.votes.received(Outcome::Overloaded);
+            Status::resource_exhausted(format!(
+                "the producer is serving its limit of {} calls; nothing was stored, retry shortly",
+                self.limits.max_concurrent_calls
+            ))
+        })
     }
 
     /// Validates and publishes one vote; `vote_id` is the id the client's idempotency key gave.
+    /// Counts the vote by its outcome, and an accepted one's time from arrival to the broker's ack.
     async fn cast_one(&self, vote: &Vote, vote_id: Option<String>) -> Result<Receipt, CastError> {
         let received = Instant::now();
+        let outcome = self.publish_one(vote, vote_id).await;
+        match &outcome {
+            Ok(_) => self.metrics.votes.accepted(received.elapsed()),
+            Err(error) => self.record_refusal(error),
+        }
+        outcome
+    }
+
+    async fn publish_one(&self, vote: &Vote, vote_id: Option<String>) -> Result<Receipt, CastError> {
         let valid = validate(&VoteInput::from(vote)).map_err(CastError::Invalid)?;
         let event = new_event(valid, Path::Grpc, &self.producer, now_ms(), vote_id);
         let payload = encode_event(&event);
@@ -41,26 +95,22 @@ impl VoteApi {
             .publish(TOPIC, event.vote_id.as_bytes(), &payload, &[])
             .await
             .map_err(CastError::Publish)?;
-        self.metrics.publish_seconds.observe(received.elapsed().as_secs_f64());
         Ok(Receipt { vote_id: event.vote_id, partition: ack.partition, offset: ack.offset })
     }
 
-    fn record(&self, outcome: &Result<Receipt, CastError>) {
-        let label = match outcome {
-            Ok(_) => "accepted",
-            Err(CastError::Invalid(_)) => "invalid",
-            Err(CastError::Publish(PublishError::Unavailable(_))) => "unavailable",
-            Err(CastError::Publish(PublishError::Refused(_))) => "refused",
-        };
-        self.metrics.votes.with_label_values(&[label]).inc();
+    fn record_refusal(&self, error: &CastError) {
+        match error {
+            CastError::Invalid(_) => self.metrics.votes.received(Outcome::Invalid),
+            CastError::Publish(error) => self.metrics.votes.publish_failed(error),
+        }
     }
 }
 
 /// The client's idempotency key from the call's `idempotency-key` metadata, if it sent one.
-fn idempotency_key<T>(request: &Request<T>) -> Result<Option<IdempotencyKey>, CastError> {
+fn idempotency_key<T>(request: &Request<T>) -> Result<Option<IdempotencyKey>, VoteError> {
     let Some(value) = request.metadata().get(IDEMPOTENCY_KEY_HEADER) else { return Ok(None) };
     // Bytes that are not text fail the key's own check, with its message.
-    IdempotencyKey::parse(&String::from_utf8_lossy(value.as_bytes())).map(Some).map_err(CastError::Invalid)
+    IdempotencyKey::parse(&String::from_utf8_lossy(value.as_bytes())).map(Some)
 }
 
 /// Why one vote was not cast.
@@ -70,17 +120,35 @@ enum CastError {
     Publish(PublishError),
 }
 
-impl From<CastError> for Status {
-    fn from(error: CastError) -> Self {
-        match error {
-            CastError::Invalid(error) => {
-                let details = ErrorDetails::with_bad_request_violation(error.field.as_str(), error.reason.clone());
-                Status::with_error_details(tonic::Code::InvalidArgument, error.to_string(), details)
-            }
-            CastError::Publish(error @ PublishError::Unavailable(_)) => Status::unavailable(error.to_string()),
-            CastError::Publish(error @ PublishError::Refused(_)) => Status::internal(error.to_string()),
+/// A vote's status for the client: invalid names the field; a broker failure says whether the
+/// vote was stored (never, for overload and unavailability; maybe, for no acknowledgement, with
+/// the idempotency key echoed in the trailers when one was sent).
+fn status(error: CastError, key: Option<&IdempotencyKey>) -> Status {
+    match error {
+        CastError::Invalid(error) => invalid_argument(error.field.as_str(), &error.reason, error.to_string()),
+        CastError::Publish(PublishError::Overloaded(reason)) => {
+            Status::resource_exhausted(format!("overloaded: the vote was not stored, retry shortly ({reason})"))
         }
+        CastError::Publish(PublishError::Unavailable(reason)) => {
+            Status::unavailable(format!("the vote was not stored, try again ({reason})"))
+        }
+        CastError::Publish(PublishError::Indeterminate(reason)) => maybe_stored(tonic::Code::Unavailable, &reason, key),
+        CastError::Publish(error @ PublishError::Refused(_)) => Status::internal(error.to_string()),
     }
+}
+
+/// The vote may or may not be stored: retry under the same key (echoed in the trailers).
+fn maybe_stored(code: tonic::Code, reason: &str, key: Option<&IdempotencyKey>) -> Status {
+    let mut status = Status::new(code, format!("{} ({reason})", maybe_stored_advice(key.is_some())));
+    if let Some(value) = key.and_then(|k| k.as_str().parse().ok()) {
+        status.metadata_mut().insert(IDEMPOTENCY_KEY_HEADER, value);
+    }
+    status
+}
+
+fn invalid_argument(field: &str, reason: &str, message: String) -> Status {
+    let details = ErrorDetails::with_bad_request_violation(field, reason);
+    Status::with_error_details(tonic::Code::InvalidArgument, message, details)
 }
 
 impl CastError {
@@ -92,29 +160,89 @@ impl CastError {
     }
 }
 
+/// What a stream has done so far, in bounded memory: counts, and the rejections with the lowest
+/// positions (at most [`MAX_LISTED_REJECTIONS`]).
+#[derive(Default)]
+struct StreamTally {
+    accepted: u64,
+    rejected: u64,
+    first_rejections: BTreeMap<u64, Rejection>,
+}
+
+impl StreamTally {
+    fn add(&mut self, position: u64, outcome: &Result<Receipt, CastError>) {
+        match outcome {
+            Ok(_) => self.accepted += 1,
+            Err(error) => {
+                self.rejected += 1;
+                self.first_rejections.insert(position, error.rejection(position));
+                if self.first_rejections.len() > MAX_LISTED_REJECTIONS {
+                    self.first_rejections.pop_last();
+                }
+            }
+        }
+    }
+
+    fn summary(self) -> CastSummary {
+        CastSummary { accepted: self.accepted, rejected: self.rejected, rejections: self.first_rejections.into_values().collect() }
+    }
+
+    /// What was done, for a status that ends the stream early.
+    fn so_far(&self) -> String {
+        format!("{} votes were accepted and {} rejected before it", self.accepted, self.rejected)
+    }
+}
+
+/// Why a stream stopped reading before its end.
+enum Cut {
+    Cap,
+    Deadline,
+}
+
 #[tonic::async_trait]
 impl vote_grpc::VoteService for VoteApi {
     async fn cast(&self, request: Request<Vote>) -> Result<Response<Receipt>, Status> {
-        let outcome = match idempotency_key(&request) {
-            Ok(key) => self.cast_one(request.get_ref(), key.map(|k| k.vote_id(None))).await,
-            Err(error) => Err(error),
-        };
-        self.record(&outcome);
-        Ok(Response::new(outcome?))
+        let _slot = self.admit()?;
+        let deadline = call_deadline(request.metadata(), self.limits.call_timeout);
+        let key = idempotency_key(&request).map_err(|error| self.refuse_key(error))?;
+        let vote_id = key.as_ref().map(|k| k.vote_id(None));
+        match tokio::time::timeout(deadline, self.cast_one(request.get_ref(), vote_id)).await {
+            Ok(outcome) => {
+                outcome.map(Response::new).map_err(|error| status(error, key.as_ref()))
+            }
+            Err(_elapsed) => {
+                self.metrics.votes.received(Outcome::Unavailable);
+                let reason = format!("no acknowledgement within the call deadline of {deadline:?}");
+                Err(maybe_stored(tonic::Code::DeadlineExceeded, &reason, key.as_ref()))
+            }
+        }
     }
 
-    /// Publishes valid votes as they arrive (up to [`STREAM_IN_FLIGHT`] at once) and reports
-    /// every vote that was not published, invalid or unacknowledged, by its position.
-    /// With an idempotency key, vote `i` of the stream gets the id the key gives item `i`.
+    /// Publishes valid votes as they arrive (up to [`STREAM_IN_FLIGHT`] at once) and answers the
+    /// counts and the first rejections by position. A stream takes at most
+    /// `Limits::stream_max_votes` votes and runs at most `Limits::stream_timeout` (or the
+    /// client's shorter deadline): past either, it stops reading, lets the votes in flight finish,
+    /// and ends with `INVALID_ARGUMENT` (field `stream`) or `DEADLINE_EXCEEDED` saying how many
+    /// were accepted. With an idempotency key, vote `i` gets the id the key gives item `i`.
     async fn cast_stream(&self, request: Request<Streaming<Vote>>) -> Result<Response<CastSummary>, Status> {
-        let key = idempotency_key(&request).map_err(Status::from)?;
+        let _slot = self.admit()?;
+        let deadline = call_deadline(request.metadata(), self.limits.stream_timeout);
+        // Reading stops early enough that the votes still in flight finish within the deadline
+        // (one publish bound before it; halfway through a deadline too short for that).
+        let stop_reading = tokio::time::Instant::now() + deadline.saturating_sub(self.publisher.bound()).max(deadline / 2);
+        let key = idempotency_key(&request).map_err(|error| self.refuse_key(error))?;
         let mut incoming = request.into_inner();
         let mut in_flight = FuturesUnordered::new();
-        let mut outcomes: Vec<(u64, Result<Receipt, CastError>)> = Vec::new();
+        let mut tally = StreamTally::default();
         let mut index = 0u64;
+        let mut cut = None;
         loop {
             tokio::select! {
                 next = incoming.next(), if in_flight.len() < STREAM_IN_FLIGHT => match next {
+                    Some(Ok(_)) if index >= self.limits.stream_max_votes => {
+                        cut = Some(Cut::Cap);
+                        break;
+                    }
                     Some(Ok(vote)) => {
                         let api = self.clone();
                         let position = index;
@@ -125,29 +253,37 @@ impl vote_grpc::VoteService for VoteApi {
                     Some(Err(status)) => return Err(status),
                     None => break,
                 },
-                Some(done) = in_flight.next(), if !in_flight.is_empty() => outcomes.push(done),
-            }
-        }
-        while let Some(done) = in_flight.next().await {
-            outcomes.push(done);
-        }
-        outcomes.sort_by_key(|(position, _)| *position);
-        let mut summary = CastSummary::default();
-        for (position, outcome) in &outcomes {
-            self.record(outcome);
-            match outcome {
-                Ok(receipt) => {
-                    summary.accepted += 1;
-                    summary.vote_ids.push(receipt.vote_id.clone());
+                Some((position, outcome)) = in_flight.next(), if !in_flight.is_empty() => {
+                    tally.add(position, &outcome);
                 }
-                Err(error) => {
-                    summary.rejected += 1;
-                    if summary.rejections.len() < MAX_LISTED_REJECTIONS {
-                        summary.rejections.push(error.rejection(*position));
-                    }
+                () = tokio::time::sleep_until(stop_reading) => {
+                    cut = Some(Cut::Deadline);
+                    break;
                 }
             }
         }
-        Ok(Response::new(summary))
+        while let Some((position, outcome)) = in_flight.next().await {
+            tally.add(position, &outcome);
+        }
+        match cut {
+            None => Ok(Response::new(tally.summary())),
+            Some(Cut::Cap) => {
+                let max = self.limits.stream_max_votes;
+                let reason = format!("a stream takes at most {max} votes; the rest was not read: send it in a new stream");
+                Err(invalid_argument("stream", &reason, format!("stream: {reason} ({})", tally.so_far())))
+            }
+            Some(Cut::Deadline) => Err(Status::deadline_exceeded(format!(
+                "the stream ran past its deadline of {deadline:?}; the rest was not read: send it in a new stream ({})",
+                tally.so_far()
+            ))),
+        }
+    }
+}
+
+impl VoteApi {
+    /// Counts and answers a call refused before any vote was read (a bad idempotency key).
+    fn refuse_key(&self, error: VoteError) -> Status {
+        self.metrics.votes.received(Outcome::Invalid);
+        invalid_argument(error.field.as_str(), &error.reason, error.to_string())
     }
 }

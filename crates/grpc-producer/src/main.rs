@@ -4,7 +4,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
+use grpc_producer::api::Limits;
 use vote_kafka::PublisherSettings;
+use vote_service::config_check;
 
 /// Serves votes.v1.VoteService and publishes each valid vote to Kafka.
 #[derive(Parser, Debug)]
@@ -19,17 +21,56 @@ struct Args {
     /// Kafka bootstrap brokers.
     #[arg(long, env = "VOTES_KAFKA_BROKERS", default_value = vote_kafka::DEFAULT_BROKERS)]
     brokers: String,
-    /// How long to wait for the broker's acknowledgement before answering UNAVAILABLE, in ms.
+    /// How long to wait for the broker's acknowledgement before answering UNAVAILABLE, in ms
+    /// (the call and stream timeouts must exceed it by at least 1.2 s: checked at start-up).
     #[arg(long, env = "VOTES_PUBLISH_TIMEOUT_MS", default_value_t = vote_kafka::DEFAULT_PUBLISH_TIMEOUT.as_millis() as u64)]
     publish_timeout_ms: u64,
+    /// The most messages queued for the broker; beyond it votes get RESOURCE_EXHAUSTED at once
+    /// (librdkafka's queue.buffering.max.messages, default 100000).
+    #[arg(long, env = "VOTES_PUBLISH_QUEUE_MAX_MESSAGES")]
+    publish_queue_max_messages: Option<u32>,
+    /// Calls (Cast or CastStream) served at once; one more gets RESOURCE_EXHAUSTED at once.
+    #[arg(long, env = "VOTES_GRPC_MAX_CONCURRENT_CALLS", default_value_t = Limits::default().max_concurrent_calls)]
+    max_concurrent_calls: usize,
+    /// The longest a Cast runs, in ms (a client's shorter grpc-timeout wins).
+    #[arg(long, env = "VOTES_GRPC_CALL_TIMEOUT_MS", default_value_t = Limits::default().call_timeout.as_millis() as u64)]
+    call_timeout_ms: u64,
+    /// The most votes one CastStream takes; past it the stream ends with INVALID_ARGUMENT.
+    #[arg(long, env = "VOTES_GRPC_STREAM_MAX_VOTES", default_value_t = Limits::default().stream_max_votes)]
+    stream_max_votes: u64,
+    /// The longest a CastStream runs, in ms (a client's shorter grpc-timeout wins).
+    #[arg(long, env = "VOTES_GRPC_STREAM_TIMEOUT_MS", default_value_t = Limits::default().stream_timeout.as_millis() as u64)]
+    stream_timeout_ms: u64,
+    /// Check the flags and environment, print the effective configuration and exit (touches no
+    /// network and no file).
+    #[arg(long)]
+    check_config: bool,
+}
+
+impl Args {
+    fn problems(&self) -> Vec<String> {
+        let mut problems: Vec<String> = config_check::check_brokers(&self.brokers).into_iter().collect();
+        if self.publish_timeout_ms == 0 {
+            problems.push("publish-timeout-ms: must be above 0".into());
+        }
+        problems
+    }
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     vote_service::init_logging();
-    let args = Args::parse();
+    let (args, matches) = config_check::parse::<Args>();
+    config_check::finish::<Args>(args.check_config, &matches, args.problems())?;
     let mut publisher = PublisherSettings::new(args.brokers, "grpc-producer");
     publisher.timeout = Duration::from_millis(args.publish_timeout_ms);
-    let settings = grpc_producer::server::Settings { grpc_addr: args.listen, metrics_addr: args.metrics_addr, publisher };
+    publisher.queue_max_messages = args.publish_queue_max_messages;
+    let limits = Limits {
+        max_concurrent_calls: args.max_concurrent_calls,
+        call_timeout: Duration::from_millis(args.call_timeout_ms),
+        stream_max_votes: args.stream_max_votes,
+        stream_timeout: Duration::from_millis(args.stream_timeout_ms),
+    };
+    let settings = grpc_producer::server::Settings { grpc_addr: args.listen, metrics_addr: args.metrics_addr, publisher, limits };
     grpc_producer::server::serve(settings, vote_service::Shutdown::on_signals()).await
 }

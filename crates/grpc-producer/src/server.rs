@@ -1,4 +1,4 @@
-//! Wires the VoteService, gRPC health and reflection onto one tonic server, and `/metrics` onto
+//! Wires the VoteService, gRPC health and reflection (v1 and v1alpha) onto one tonic server, and `/metrics` onto
 //! a small HTTP server beside it.
 
 use std::net::SocketAddr;
@@ -8,7 +8,7 @@ use vote_grpc::VoteServiceServer;
 use vote_kafka::{Publisher, PublisherSettings};
 use vote_service::Shutdown;
 
-use crate::api::VoteApi;
+use crate::api::{Limits, VoteApi};
 use crate::metrics::Metrics;
 
 /// Where the producer listens and which broker it publishes to.
@@ -17,22 +17,31 @@ pub struct Settings {
     pub grpc_addr: SocketAddr,
     pub metrics_addr: SocketAddr,
     pub publisher: PublisherSettings,
+    pub limits: Limits,
 }
 
 /// Serves until `shutdown` fires, then drains in-flight calls and flushes the producer.
+/// Refuses limits under which a publish could outlive the call waiting for it.
 pub async fn serve(settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
+    let timeout = settings.publisher.timeout;
+    vote_kafka::check_caller_deadline("call timeout (--call-timeout-ms)", settings.limits.call_timeout, timeout)?;
+    vote_kafka::check_caller_deadline("stream timeout (--stream-timeout-ms)", settings.limits.stream_timeout, timeout)?;
     let metrics = Metrics::new();
     let publisher = Publisher::new(&settings.publisher).context("creating the Kafka producer")?;
-    let api = VoteApi::new(publisher.clone(), metrics.clone());
+    let api = VoteApi::new(publisher.clone(), metrics.clone(), settings.limits);
 
     let metrics_bound = vote_service::spawn_http(settings.metrics_addr, vote_service::metrics_router(metrics.registry.clone()), shutdown.clone()).await?;
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<VoteServiceServer<VoteApi>>().await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(vote_grpc::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .context("building the reflection service")?;
+    // Reflection in both protocol versions: v1, and v1alpha for clients that speak only it
+    // (Python's grpcio-reflection, older GUI clients).
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(vote_grpc::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1().context("building the reflection service")?;
+    let reflection_v1alpha = reflection().build_v1alpha().context("building the v1alpha reflection service")?;
 
     let listener = tokio::net::TcpListener::bind(settings.grpc_addr)
         .await
@@ -43,7 +52,8 @@ pub async fn serve(settings: Settings, shutdown: Shutdown) -> anyhow::Result<()>
     let mut stop = shutdown.clone();
     tonic::transport::Server::builder()
         .add_service(health_service)
-        .add_service(reflection)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_service(VoteServiceServer::new(api))
         .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async move { stop.wait().await })
         .await

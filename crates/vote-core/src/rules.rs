@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use unicode_general_category::{get_general_category, GeneralCategory};
 use unicode_normalization::UnicodeNormalization;
 
 use crate::input::{Scalar, VoteInput};
@@ -102,6 +103,12 @@ fn text(field: Field, value: Option<&Scalar>) -> Result<String, VoteError> {
     if raw.chars().any(|c| c.is_control() && !c.is_whitespace()) {
         return Err(VoteError::new(field, "must not contain control characters"));
     }
+    if let Some(c) = raw.chars().find(|&c| is_invisible_format(c)) {
+        return Err(VoteError::new(
+            field,
+            format!("must not contain invisible format characters such as U+{:04X} (bidirectional overrides, zero-width characters)", c as u32),
+        ));
+    }
     let normalised = normalise_text(raw);
     if normalised.is_empty() {
         return Err(VoteError::new(field, "must not be empty"));
@@ -113,6 +120,14 @@ fn text(field: Field, value: Option<&Scalar>) -> Result<String, VoteError> {
         ));
     }
     Ok(normalised)
+}
+
+/// Whether `c` is an invisible format character (Unicode general category Cf: bidirectional
+/// overrides and isolates, zero-width spaces and joiners, the byte-order mark, ...). Such names
+/// are refused rather than stripped: they render like another band's name and would spoof the
+/// results, and a voter who did not mean them is better told than silently changed.
+pub fn is_invisible_format(c: char) -> bool {
+    get_general_category(c) == GeneralCategory::Format
 }
 
 /// Reads an integer sent either as a JSON number or as a string of decimal digits.
@@ -243,6 +258,35 @@ mod tests {
     fn refuses_control_characters() {
         let err = check(r#"{"name":"a\u0000b","album":"a","year":2000,"rank":1}"#).unwrap_err();
         assert_eq!(err.field, Field::Name);
+    }
+
+    #[test]
+    fn refuses_invisible_format_characters_by_field() {
+        for c in ['\u{202E}', '\u{202A}', '\u{200B}', '\u{200D}', '\u{2066}', '\u{2067}', '\u{2068}', '\u{2069}', '\u{FEFF}', '\u{00AD}', '\u{E0001}'] {
+            let name = format!("Alux{c}Nahual");
+            let vote = VoteInput::from_strings(&name, "Conquista", "1986", "1");
+            let err = validate(&vote).unwrap_err();
+            assert_eq!(err.field, Field::Name, "{c:?}");
+            assert!(err.reason.contains(&format!("U+{:04X}", c as u32)), "{err}");
+            let vote = VoteInput::from_strings("Alux Nahual", &format!("{c}Conquista"), "1986", "1");
+            assert_eq!(validate(&vote).unwrap_err().field, Field::Album, "{c:?}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever text is sent, no accepted name or album holds a format character, and any
+        /// text holding one is refused naming that field.
+        #[test]
+        fn no_format_character_gets_through(prefix in "\\PC{0,10}", c in proptest::char::any(), suffix in "\\PC{0,10}") {
+            let name = format!("{prefix}{c}{suffix}");
+            match validate(&VoteInput::from_strings(&name, "album", "2000", "1")) {
+                Ok(vote) => proptest::prop_assert!(!vote.name.chars().any(is_invisible_format)),
+                Err(err) => proptest::prop_assert_eq!(err.field, Field::Name),
+            }
+            if is_invisible_format(c) {
+                proptest::prop_assert!(validate(&VoteInput::from_strings("band", &name, "2000", "1")).is_err());
+            }
+        }
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! consumer talk to the broker the same way.
 //!
 //! - [`Publisher`]: an idempotent, `acks=all` producer whose [`Publisher::publish`] returns only
-//!   once the broker acknowledged the message, or with a [`PublishError`] after a bounded wait.
+//!   once the broker acknowledged the message, or with a [`PublishError`] after a bounded wait
+//!   ([`Publisher::bound`]; callers check their own deadline against it with
+//!   [`check_caller_deadline`]).
 //! - [`consumer_config`]: a consumer that commits by hand, after its writes succeeded.
 //! - [`ensure_topic`]: creates the votes topic with its partitions if it is missing.
 
@@ -23,15 +25,33 @@ pub const DEFAULT_BROKERS: &str = "127.0.0.1:9092";
 pub const DEFAULT_PARTITIONS: i32 = 6;
 /// How long a publish may wait for the broker's acknowledgement before it is reported unavailable.
 pub const DEFAULT_PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
+/// The dead-letter topic: votes the consumer cannot count, as JSON envelopes (see README).
+pub const DLQ_TOPIC: &str = "votes.dlq";
+/// How long after the message timeout `publish` still waits for librdkafka's own report before it
+/// answers [`PublishError::Indeterminate`] by itself.
+pub const DELIVERY_REPORT_GRACE: Duration = Duration::from_millis(200);
+/// The time a caller's deadline must leave beyond [`Publisher::bound`] for the rest of its work
+/// (validating, encoding, answering), so a publish never outlives the request that waits for it.
+pub const CALLER_HEADROOM: Duration = Duration::from_secs(1);
 /// The consumer group of the vote counter.
 pub const CONSUMER_GROUP: &str = "vote-counter";
 
 /// Why a message was not acknowledged by the broker.
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
-    /// The broker could not be reached or did not acknowledge in time; retrying later may work.
+    /// The message was not written (the broker refused the write for now, or it never left this
+    /// process); retrying later may work.
     #[error("the broker is unavailable: {0}")]
     Unavailable(String),
+    /// This process' queue to the broker is full: backpressure, not an outage. The message was not
+    /// written; retry shortly.
+    #[error("the producer is overloaded: {0}")]
+    Overloaded(String),
+    /// The message may or may not have been written (it was handed to the broker, or may have
+    /// been, and no acknowledgement came in time). Retry under the same idempotency key, so a
+    /// vote that was stored is not counted twice.
+    #[error("the broker did not acknowledge in time; the message may have been stored: {0}")]
+    Indeterminate(String),
     /// The broker or the client refused the message; retrying will not help.
     #[error("the broker refused the message: {0}")]
     Refused(String),
@@ -49,20 +69,47 @@ pub struct Ack {
 #[error("kafka: {0}")]
 pub struct SetupError(#[from] KafkaError);
 
+/// A caller's deadline that does not leave room for a whole publish.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the {caller} ({deadline:?}) must be longer than the publish timeout ({timeout:?}) plus {margin:?}, \
+     or a publish could outlive the call that waits for it; raise the {caller} or lower the publish timeout"
+)]
+pub struct DeadlineError {
+    pub caller: String,
+    pub deadline: Duration,
+    pub timeout: Duration,
+    pub margin: Duration,
+}
+
+/// Checks that a caller's deadline (the host's request timeout, the gRPC per-call deadline) is
+/// longer than a whole publish: `deadline >= timeout + DELIVERY_REPORT_GRACE + CALLER_HEADROOM`.
+pub fn check_caller_deadline(caller: &str, deadline: Duration, publish_timeout: Duration) -> Result<(), DeadlineError> {
+    let margin = DELIVERY_REPORT_GRACE + CALLER_HEADROOM;
+    if deadline < publish_timeout + margin {
+        return Err(DeadlineError { caller: caller.to_owned(), deadline, timeout: publish_timeout, margin });
+    }
+    Ok(())
+}
+
 /// The producer settings both producer paths share.
 #[derive(Debug, Clone)]
 pub struct PublisherSettings {
     /// Comma-separated `host:port` list of bootstrap brokers.
     pub brokers: String,
-    /// The bounded wait for an acknowledgement.
+    /// The bounded wait for an acknowledgement (librdkafka's `message.timeout.ms`).
     pub timeout: Duration,
     /// Identifies the producer in the broker's logs.
     pub client_id: String,
+    /// The most messages waiting in this process for the broker (`queue.buffering.max.messages`);
+    /// beyond it a publish answers [`PublishError::Overloaded`] at once. librdkafka's default
+    /// (100,000) when `None`.
+    pub queue_max_messages: Option<u32>,
 }
 
 impl PublisherSettings {
     pub fn new(brokers: impl Into<String>, client_id: impl Into<String>) -> Self {
-        Self { brokers: brokers.into(), timeout: DEFAULT_PUBLISH_TIMEOUT, client_id: client_id.into() }
+        Self { brokers: brokers.into(), timeout: DEFAULT_PUBLISH_TIMEOUT, client_id: client_id.into(), queue_max_messages: None }
     }
 
     fn client_config(&self) -> ClientConfig {
@@ -75,6 +122,9 @@ impl PublisherSettings {
             .set("linger.ms", "2")
             .set("message.timeout.ms", self.timeout.as_millis().to_string())
             .set("reconnect.backoff.max.ms", "1000");
+        if let Some(max) = self.queue_max_messages {
+            config.set("queue.buffering.max.messages", max.to_string());
+        }
         config
     }
 }
@@ -121,7 +171,9 @@ impl Publisher {
         }
     }
 
-    /// Publishes one message and waits for the broker's acknowledgement.
+    /// Publishes one message and waits for the broker's acknowledgement, at most
+    /// [`Publisher::bound`]. The message is queued without waiting: a full queue answers
+    /// [`PublishError::Overloaded`] at once.
     pub async fn publish(
         &self,
         topic: &str,
@@ -135,16 +187,23 @@ impl Publisher {
         }
         let record = FutureRecord::to(topic).key(key).payload(payload).headers(owned_headers);
         let producer = self.current();
-        match producer.send(record, Timeout::After(self.inner.settings.timeout)).await {
-            Ok(delivery) => Ok(Ack { partition: delivery.partition, offset: delivery.offset }),
-            Err((error, _message)) => {
-                let error = classify(error);
-                if matches!(error, PublishError::Unavailable(_)) {
-                    self.replace(&producer);
-                }
-                Err(error)
-            }
+        let delivery = tokio::time::timeout(self.bound(), producer.send(record, Timeout::After(Duration::ZERO))).await;
+        let error = match delivery {
+            Ok(Ok(delivery)) => return Ok(Ack { partition: delivery.partition, offset: delivery.offset }),
+            Ok(Err((error, _message))) => classify(error),
+            Err(_elapsed) => PublishError::Indeterminate(format!("no delivery report within {:?}", self.bound())),
+        };
+        if matches!(error, PublishError::Unavailable(_) | PublishError::Indeterminate(_)) {
+            self.replace(&producer);
         }
+        Err(error)
+    }
+
+    /// The longest a [`Publisher::publish`] takes: the message timeout plus
+    /// [`DELIVERY_REPORT_GRACE`]. Every caller's deadline must be longer
+    /// ([`check_caller_deadline`]).
+    pub fn bound(&self) -> Duration {
+        self.inner.settings.timeout + DELIVERY_REPORT_GRACE
     }
 
     /// Waits up to `timeout` for queued messages to be delivered (used on shutdown).
@@ -160,33 +219,99 @@ impl Publisher {
     }
 }
 
-/// Sorts a delivery error into "try again later" and "will never work".
+/// Sorts a delivery error by what it proves: a full local queue (overload), a write that may
+/// have happened (no acknowledgement in time, a lost connection), a write the broker refused for
+/// now (not written, try later), or one that will never work.
 fn classify(error: KafkaError) -> PublishError {
     use RDKafkaErrorCode as Code;
-    let retriable = match error.rdkafka_error_code() {
-        Some(code) => matches!(
-            code,
-            Code::MessageTimedOut
-                | Code::RequestTimedOut
-                | Code::AllBrokersDown
-                | Code::BrokerTransportFailure
-                | Code::QueueFull
-                | Code::NotEnoughReplicas
-                | Code::NotEnoughReplicasAfterAppend
-                | Code::LeaderNotAvailable
-                | Code::NotLeaderForPartition
-                | Code::NetworkException
-                | Code::UnknownTopicOrPartition
-                | Code::OperationTimedOut
-                | Code::Fatal
-                | Code::CoordinatorNotAvailable
-        ),
-        None => matches!(error, KafkaError::Canceled),
+    let text = error.to_string();
+    let Some(code) = error.rdkafka_error_code() else {
+        // `Canceled`: the client went away with the message in it, sent or not.
+        return match error {
+            KafkaError::Canceled => PublishError::Indeterminate(text),
+            _ => PublishError::Refused(text),
+        };
     };
-    if retriable {
-        PublishError::Unavailable(error.to_string())
-    } else {
-        PublishError::Refused(error.to_string())
+    match code {
+        Code::QueueFull => PublishError::Overloaded(text),
+        Code::MessageTimedOut
+        | Code::RequestTimedOut
+        | Code::BrokerTransportFailure
+        | Code::NetworkException
+        | Code::OperationTimedOut
+        | Code::NotEnoughReplicasAfterAppend
+        | Code::Fatal => PublishError::Indeterminate(text),
+        Code::AllBrokersDown
+        | Code::NotEnoughReplicas
+        | Code::LeaderNotAvailable
+        | Code::NotLeaderForPartition
+        | Code::UnknownTopicOrPartition
+        | Code::CoordinatorNotAvailable => PublishError::Unavailable(text),
+        _ => PublishError::Refused(text),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A publisher whose broker is a closed local port: nothing is ever acknowledged.
+    fn unreachable(timeout: Duration, queue_max_messages: Option<u32>) -> Publisher {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut settings = PublisherSettings::new(format!("127.0.0.1:{port}"), "vote-kafka-test");
+        settings.timeout = timeout;
+        settings.queue_max_messages = queue_max_messages;
+        Publisher::new(&settings).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_is_overload_answered_at_once() {
+        let publisher = unreachable(Duration::from_secs(30), Some(1));
+        let waiting = tokio::spawn({
+            let publisher = publisher.clone();
+            async move { publisher.publish("votes", b"k", b"first", &[]).await }
+        });
+        // The first message holds the only slot until its timeout; the second finds it taken.
+        let queued = std::time::Instant::now();
+        while publisher.current().in_flight_count() < 1 {
+            assert!(queued.elapsed() < Duration::from_secs(2), "the first message was never queued");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let started = std::time::Instant::now();
+        let second = publisher.publish("votes", b"k", b"second", &[]).await;
+        assert!(matches!(second, Err(PublishError::Overloaded(_))), "{second:?}");
+        assert!(started.elapsed() < Duration::from_secs(1), "overload must be answered at once, took {:?}", started.elapsed());
+        // The client was not swapped for the overload: the first message is still queued in it.
+        assert_eq!(publisher.current().in_flight_count(), 1);
+        waiting.abort();
+    }
+
+    #[tokio::test]
+    async fn an_unacknowledged_message_is_indeterminate_within_the_bound() {
+        let publisher = unreachable(Duration::from_millis(500), None);
+        let started = std::time::Instant::now();
+        let outcome = publisher.publish("votes", b"k", b"v", &[]).await;
+        assert!(matches!(outcome, Err(PublishError::Indeterminate(_))), "{outcome:?}");
+        assert!(started.elapsed() < publisher.bound() + Duration::from_secs(1), "{:?}", started.elapsed());
+    }
+
+    #[test]
+    fn a_caller_deadline_must_cover_a_whole_publish() {
+        let timeout = Duration::from_secs(5);
+        assert!(check_caller_deadline("request timeout", Duration::from_secs(10), timeout).is_ok());
+        let error = check_caller_deadline("request timeout", Duration::from_secs(5), timeout).unwrap_err();
+        assert!(error.to_string().contains("request timeout"), "{error}");
+        assert!(check_caller_deadline("request timeout", timeout + DELIVERY_REPORT_GRACE, timeout).is_err());
+    }
+
+    #[test]
+    fn errors_are_sorted_by_what_they_prove() {
+        let of = |code| classify(KafkaError::MessageProduction(code));
+        assert!(matches!(of(RDKafkaErrorCode::QueueFull), PublishError::Overloaded(_)));
+        assert!(matches!(of(RDKafkaErrorCode::MessageTimedOut), PublishError::Indeterminate(_)));
+        assert!(matches!(of(RDKafkaErrorCode::NotLeaderForPartition), PublishError::Unavailable(_)));
+        assert!(matches!(of(RDKafkaErrorCode::MessageSizeTooLarge), PublishError::Refused(_)));
+        assert!(matches!(classify(KafkaError::Canceled), PublishError::Indeterminate(_)));
     }
 }
 
@@ -207,9 +332,17 @@ pub fn consumer_config(brokers: &str, group: &str) -> ClientConfig {
 
 /// Creates `topic` with `partitions` partitions unless it exists already.
 pub async fn ensure_topic(brokers: &str, topic: &str, partitions: i32) -> Result<(), SetupError> {
+    ensure_topic_with(brokers, topic, partitions, &[]).await
+}
+
+/// Creates `topic` with `partitions` partitions and the given topic configuration (for example
+/// `cleanup.policy=compact`) unless it exists already.
+pub async fn ensure_topic_with(brokers: &str, topic: &str, partitions: i32, config: &[(&str, &str)]) -> Result<(), SetupError> {
     let admin: AdminClient<DefaultClientContext> =
         ClientConfig::new().set("bootstrap.servers", brokers).create()?;
-    let new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    let new_topic = config
+        .iter()
+        .fold(NewTopic::new(topic, partitions, TopicReplication::Fixed(1)), |new_topic, (key, value)| new_topic.set(key, value));
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     let results = admin.create_topics([&new_topic], &options).await?;
     for result in results {

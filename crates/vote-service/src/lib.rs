@@ -1,7 +1,12 @@
 //! What every service binary shares: the allocator, logging set-up, the Prometheus `/metrics` and `/healthz`
-//! endpoint, and a shutdown signal that fires on SIGTERM or Ctrl-C.
+//! endpoint, a shutdown signal that fires on SIGTERM or Ctrl-C, the `--check-config` support in
+//! [`config_check`], and the vote metrics both producers export ([`vote_metrics`]).
+
+pub mod vote_metrics;
 
 use std::net::SocketAddr;
+
+pub mod config_check;
 
 use axum::{http::header, response::IntoResponse, routing::get, Router};
 use prometheus::{Encoder, Registry, TextEncoder};

@@ -20,6 +20,10 @@ pub const DEFAULT_CONSUMER_METRICS_PORT: u16 = 9101;
 pub const DEFAULT_HOST_PORT: u16 = 8080;
 /// wasm host admin API port (loopback).
 pub const DEFAULT_HOST_ADMIN_PORT: u16 = 8081;
+/// Results web app port (the page, its JSON API, `/healthz`, `/metrics`).
+pub const DEFAULT_RESULTS_PORT: u16 = 8088;
+/// Prometheus port (its UI and `/api/v1/query`).
+pub const DEFAULT_PROMETHEUS_PORT: u16 = 9090;
 
 /// The parts of the stack, in start order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -31,10 +35,14 @@ pub enum Part {
     GrpcProducer,
     /// The wasmtime host running the REST producer component.
     Host,
+    /// The results web app (live page and log search).
+    Results,
+    /// Prometheus, scraping every service of the stack.
+    Prometheus,
 }
 
 impl Part {
-    pub const ALL: [Part; 6] = [Part::Kafka, Part::Redis, Part::Mongo, Part::Consumer, Part::GrpcProducer, Part::Host];
+    pub const ALL: [Part; 8] = [Part::Kafka, Part::Redis, Part::Mongo, Part::Consumer, Part::GrpcProducer, Part::Host, Part::Results, Part::Prometheus];
     /// The backing servers (reused when one already answers).
     pub const SERVERS: [Part; 3] = [Part::Kafka, Part::Redis, Part::Mongo];
 
@@ -47,6 +55,8 @@ impl Part {
             Part::Consumer => "consumer",
             Part::GrpcProducer => "grpc-producer",
             Part::Host => "wasm-host",
+            Part::Results => "results",
+            Part::Prometheus => "prometheus",
         }
     }
 }
@@ -66,6 +76,8 @@ pub struct StackConfig {
     pub consumer_metrics_port: u16,
     pub host_port: u16,
     pub host_admin_port: u16,
+    pub results_port: u16,
+    pub prometheus_port: u16,
     /// The component the host serves first.
     pub component: PathBuf,
     /// Partitions of the votes topic.
@@ -76,6 +88,8 @@ pub struct StackConfig {
     pub redis_bin: PathBuf,
     /// The `nx-27017` binary from the project's Python venv.
     pub nx_bin: PathBuf,
+    /// The `prometheus` binary (Debian package `prometheus`).
+    pub prometheus_bin: PathBuf,
     /// Where the project's own binaries (`consumer`, `grpc-producer`) are.
     pub bin_dir: PathBuf,
     /// Reuse a server that already answers on a port instead of failing (never in tests).
@@ -123,11 +137,14 @@ impl StackConfig {
             consumer_metrics_port: DEFAULT_CONSUMER_METRICS_PORT,
             host_port: DEFAULT_HOST_PORT,
             host_admin_port: DEFAULT_HOST_ADMIN_PORT,
+            results_port: DEFAULT_RESULTS_PORT,
+            prometheus_port: DEFAULT_PROMETHEUS_PORT,
             component: default_component(&bin_dir),
             partitions: vote_kafka::DEFAULT_PARTITIONS,
             tansu_bin: find_program("tansu"),
             redis_bin: find_program("redis-server"),
             nx_bin: repo_root().join(".venv/bin/nx-27017"),
+            prometheus_bin: find_program("prometheus"),
             bin_dir,
             reuse_running: true,
         }
@@ -160,8 +177,27 @@ impl StackConfig {
     pub fn host_url(&self) -> String {
         self.http_url(self.host_port)
     }
+    /// The results page (and its `/api/...`, `/healthz`, `/metrics`), without a path.
+    pub fn results_url(&self) -> String {
+        self.http_url(self.results_port)
+    }
     pub fn host_admin_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.host_admin_port)
+    }
+    /// Prometheus (UI and HTTP API), without a path.
+    pub fn prometheus_url(&self) -> String {
+        self.http_url(self.prometheus_port)
+    }
+    /// Every service of the stack that serves Prometheus text on `/metrics`: (job, `host:port`).
+    pub fn metrics_targets(&self) -> Vec<(&'static str, String)> {
+        [(Part::Host, self.host_port), (Part::GrpcProducer, self.grpc_metrics_port), (Part::Consumer, self.consumer_metrics_port)]
+            .into_iter()
+            .map(|(part, port)| (part.name(), format!("{}:{port}", self.host)))
+            .collect()
+    }
+    /// The Prometheus configuration `up` writes (scraping [`Self::metrics_targets`]).
+    pub fn prometheus_config_path(&self) -> PathBuf {
+        self.state_dir.join("run").join("prometheus.yml")
     }
     /// The file holding the admin API's bearer token (written by `up`).
     pub fn admin_token_path(&self) -> PathBuf {
@@ -180,6 +216,8 @@ impl StackConfig {
             Part::Consumer => self.consumer_metrics_port,
             Part::GrpcProducer => self.grpc_port,
             Part::Host => self.host_port,
+            Part::Results => self.results_port,
+            Part::Prometheus => self.prometheus_port,
         }
     }
 
@@ -197,9 +235,15 @@ impl StackConfig {
                     .env("RUST_LOG", "warn")
                     .data_dir(data)
             }
+            // Counters must never be evicted (the consumer refuses a Redis that could), and a
+            // Redis reachable beyond loopback without a password keeps protected mode on, so only
+            // local clients get in.
             Part::Redis => Launch::new(part.name(), &self.redis_bin)
                 .args(["--bind", host, "--port", &self.redis_port.to_string(), "--dir", &data.display().to_string()])
-                .args(["--appendonly", "yes", "--save", "", "--protected-mode", "no"])
+                .args(["--appendonly", "yes", "--save", "", "--maxmemory-policy", "noeviction"])
+                // Every acknowledged count is on disk before the consumer commits past it.
+                .args(["--appendfsync", "always"])
+                .args(["--protected-mode", if is_loopback(host) { "no" } else { "yes" }])
                 .data_dir(data),
             Part::Mongo => Launch::new(part.name(), &self.nx_bin)
                 .args(["--host", host, "--port", &self.mongo_port.to_string(), "--data-dir", &data.display().to_string()])
@@ -220,7 +264,20 @@ impl StackConfig {
                 .env("VOTES_HOST_COMPONENT", self.component.display().to_string())
                 .env("VOTES_HOST_ADDR", format!("{host}:{}", self.host_port))
                 .env("VOTES_HOST_ADMIN_ADDR", format!("127.0.0.1:{}", self.host_admin_port))
-                .env("VOTES_ADMIN_TOKEN_FILE", self.admin_token_path().display().to_string()),
+                .env("VOTES_ADMIN_TOKEN_FILE", self.admin_token_path().display().to_string())
+                .env("VOTES_HOST_DRAIN_TIMEOUT_MS", crate::stack::HOST_DRAIN.as_millis().to_string()),
+            Part::Results => Launch::new(part.name(), self.bin_dir.join("results"))
+                .env("VOTES_REDIS_URL", self.redis_url())
+                .env("VOTES_MONGO_URL", self.mongo_url())
+                .env("VOTES_RESULTS_ADDR", format!("{host}:{}", self.results_port)),
+            Part::Prometheus => Launch::new(part.name(), &self.prometheus_bin)
+                .args([
+                    format!("--config.file={}", self.prometheus_config_path().display()),
+                    format!("--storage.tsdb.path={}", data.display()),
+                    format!("--web.listen-address={host}:{}", self.prometheus_port),
+                    format!("--storage.tsdb.retention.time={}", crate::prometheus::RETENTION),
+                ])
+                .data_dir(data),
         }
     }
 
@@ -230,8 +287,38 @@ impl StackConfig {
             Part::Kafka => "install Tansu with `make setup` (cargo install tansu --features libsql --locked) or set VOTES_TANSU_BIN",
             Part::Redis => "install Redis with `make setup` (apt-get install redis-server) or set VOTES_REDIS_BIN",
             Part::Mongo => "create the Python venv with `make setup` (.venv with pip install nx-27017) or set VOTES_NX_BIN",
-            Part::Consumer | Part::GrpcProducer => "build the project with `make build`",
+            Part::Consumer | Part::GrpcProducer | Part::Results => "build the project with `make build`",
             Part::Host => "build the host and the components with `make build` (the component is built for wasm32-wasip2)",
+            Part::Prometheus => "install Prometheus with `make setup` (apt-get install prometheus) or set VOTES_PROMETHEUS_BIN",
+        }
+    }
+}
+
+/// Whether `host` (an address or a name) is the loopback interface only.
+pub fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod redis_launch_tests {
+    use super::*;
+
+    fn redis_args(host: &str) -> Vec<String> {
+        let config = StackConfig { host: host.to_owned(), ..StackConfig::local_defaults() };
+        config.launch(Part::Redis).args
+    }
+
+    fn value_of(args: &[String], flag: &str) -> String {
+        let at = args.iter().position(|a| a == flag).unwrap_or_else(|| panic!("{flag} missing in {args:?}"));
+        args[at + 1].clone()
+    }
+
+    #[test]
+    fn redis_keeps_protected_mode_unless_on_loopback_and_never_evicts() {
+        for (host, protected) in [("127.0.0.1", "no"), ("::1", "no"), ("localhost", "no"), ("0.0.0.0", "yes"), ("10.1.2.3", "yes")] {
+            let args = redis_args(host);
+            assert_eq!(value_of(&args, "--protected-mode"), protected, "{host}");
+            assert_eq!(value_of(&args, "--maxmemory-policy"), "noeviction", "{host}");
         }
     }
 }

@@ -42,7 +42,12 @@ pub async fn mongo(url: &str) -> anyhow::Result<()> {
 /// An HTTP service: `GET url` answers 2xx.
 pub async fn http_ok(url: &str) -> anyhow::Result<()> {
     let response = reqwest::Client::new().get(url).timeout(ATTEMPT_TIMEOUT).send().await?;
-    anyhow::ensure!(response.status().is_success(), "{url} answered {}", response.status());
+    let status = response.status();
+    if !status.is_success() {
+        // A health endpoint says why in its body (the consumer: "unhealthy: ...").
+        let reason = response.text().await.unwrap_or_default();
+        anyhow::bail!("{url} answered {status}: {}", reason.trim());
+    }
     Ok(())
 }
 
@@ -54,6 +59,8 @@ pub async fn part(config: &StackConfig, part: Part) -> anyhow::Result<()> {
         Part::Mongo => mongo(&config.mongo_url()).await,
         Part::Consumer => http_ok(&format!("{}/healthz", config.consumer_http_url())).await,
         Part::Host => http_ok(&format!("{}/readyz", config.host_url())).await,
+        Part::Results => http_ok(&format!("{}/healthz", config.results_url())).await,
+        Part::Prometheus => http_ok(&format!("{}/-/ready", config.prometheus_url())).await,
         Part::GrpcProducer => {
             http_ok(&format!("{}/healthz", config.grpc_http_url())).await?;
             tokio::net::TcpStream::connect((config.host.as_str(), config.grpc_port)).await?;

@@ -1,5 +1,7 @@
-//! Child processes of the stack: spawned detached with their output in `logs/NAME.log` and their
-//! pid in `run/NAME.pid`, so a later `votectl down` can stop what `votectl up` started.
+//! Child processes of the stack: spawned detached in a process group of their own, with their
+//! output in `logs/NAME.log` and their pid and start time in `run/NAME.pid`, so a later `votectl
+//! down` stops what `votectl up` started, and only that: a pid now used by another process (pid
+//! reuse) has another start time and is left alone.
 
 use std::collections::HashMap;
 use std::fs;
@@ -10,7 +12,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use nix::sys::signal::{kill, Signal};
+use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 
 /// How to start one child: program, arguments, environment and the data directory it needs.
@@ -100,7 +102,8 @@ impl Supervisor {
         }
         let child = command.spawn().with_context(|| format!("starting {}", launch.program.display()))?;
         let pid = child.id();
-        fs::write(self.pid_path(&launch.name), pid.to_string())?;
+        let started = start_time(pid).with_context(|| format!("reading the start time of {} (pid {pid})", launch.name))?;
+        fs::write(self.pid_path(&launch.name), format!("{pid} {started}\n"))?;
         self.children.lock().expect("children lock").insert(launch.name.clone(), child);
         tracing::debug!(name = %launch.name, pid, "started");
         Ok(pid)
@@ -114,8 +117,15 @@ impl Supervisor {
                 _ => None,
             };
         }
-        let pid: u32 = fs::read_to_string(self.pid_path(name)).ok()?.trim().parse().ok()?;
-        kill(Pid::from_raw(pid as i32), None).ok().map(|()| pid)
+        let recorded = fs::read_to_string(self.pid_path(name)).ok()?;
+        let mut fields = recorded.split_whitespace();
+        let pid: u32 = fields.next()?.parse().ok()?;
+        let Some(started) = fields.next().and_then(|s| s.parse::<u64>().ok()) else {
+            tracing::warn!(name, pid, "the pid file has no start time (written by an older votectl); not treating pid {pid} as ours");
+            return None;
+        };
+        // The same pid with another start time is another process that reused the number.
+        (start_time(pid).ok()? == started).then_some(pid)
     }
 
     /// The last `lines` lines of a child's log, to explain why it stopped.
@@ -144,9 +154,13 @@ impl Supervisor {
         Ok(true)
     }
 
+    /// Signals the child's whole process group (it leads one: see [`Supervisor::spawn`]), after
+    /// checking that the pid is still the child's, and waits for the child to be gone.
     fn signal_and_wait(&self, name: &str, signal: Signal, timeout: Duration) -> anyhow::Result<()> {
         let Some(pid) = self.running(name) else { return Ok(()) };
-        kill(Pid::from_raw(pid as i32), signal).with_context(|| format!("signalling {name}"))?;
+        killpg(Pid::from_raw(pid as i32), signal)
+            .or_else(|_| kill(Pid::from_raw(pid as i32), signal))
+            .with_context(|| format!("signalling {name}"))?;
         let deadline = Instant::now() + timeout;
         while self.running(name).is_some() {
             if Instant::now() > deadline {
@@ -159,6 +173,16 @@ impl Supervisor {
     }
 }
 
+/// When process `pid` started, in clock ticks since boot (field 22 of `/proc/PID/stat`): with the
+/// pid, it names one process for good.
+pub fn start_time(pid: u32) -> anyhow::Result<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name (field 2) is in parentheses and may hold spaces: count after the last `)`.
+    let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).context("malformed /proc stat")?;
+    let started = after_name.split_whitespace().nth(19).context("no start time in /proc stat")?;
+    Ok(started.parse()?)
+}
+
 impl Drop for Supervisor {
     /// Children that die with their parent are stopped when the supervisor goes.
     fn drop(&mut self) {
@@ -168,5 +192,66 @@ impl Drop for Supervisor {
                 let _ = self.stop(&name, Duration::from_secs(5));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A process this supervisor did not start, and a supervisor whose pid file names its pid.
+    fn stranger_under(name: &str, recorded: impl FnOnce(u32) -> String) -> (Child, Supervisor, tempfile::TempDir) {
+        let stranger = Command::new("sleep").arg("30").spawn().expect("sleep runs");
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("run")).unwrap();
+        fs::write(dir.path().join("run").join(format!("{name}.pid")), recorded(stranger.id())).unwrap();
+        let supervisor = Supervisor::detached(dir.path());
+        (stranger, supervisor, dir)
+    }
+
+    #[test]
+    fn a_reused_pid_is_not_ours_and_is_not_signalled() {
+        // The pid file names the stranger's pid with another start time: what pid reuse looks like.
+        let (stranger, supervisor, _dir) = stranger_under("redis", |pid| format!("{pid} {}\n", start_time(pid).unwrap() + 1));
+        assert_left_alone(stranger, &supervisor);
+    }
+
+    /// The supervisor does not take the stranger for its Redis, and stopping Redis spares it.
+    fn assert_left_alone(mut stranger: Child, supervisor: &Supervisor) {
+        assert_eq!(supervisor.running("redis"), None);
+        assert!(!supervisor.stop("redis", Duration::from_secs(1)).unwrap());
+        assert!(stranger.try_wait().unwrap().is_none(), "the stranger was signalled");
+        stranger.kill().unwrap();
+        stranger.wait().unwrap();
+    }
+
+    #[test]
+    fn a_pid_file_without_start_time_is_not_trusted() {
+        let (stranger, supervisor, _dir) = stranger_under("redis", |pid| pid.to_string());
+        assert_left_alone(stranger, &supervisor);
+    }
+
+    #[test]
+    fn what_we_started_is_stopped_with_its_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let supervisor = Supervisor::detached(dir.path());
+        // A shell that starts a grandchild in the same group and waits for it.
+        let launch = Launch::new("group", "/bin/sh").args(["-c", "sleep 30 & echo $! > grandchild; wait"]).data_dir(dir.path().join("data"));
+        let pid = supervisor.spawn(&launch).unwrap();
+        let grandchild_file = dir.path().join("data").join("grandchild");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while fs::read_to_string(&grandchild_file).map_or(true, |s| s.trim().is_empty()) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let grandchild: i32 = fs::read_to_string(&grandchild_file).unwrap().trim().parse().unwrap();
+        assert_eq!(supervisor.running("group"), Some(pid));
+        assert!(supervisor.stop("group", Duration::from_secs(5)).unwrap());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while kill(Pid::from_raw(grandchild), None).is_ok() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // The grandchild is gone or a zombie awaiting init; either way no longer running.
+        let state = fs::read_to_string(format!("/proc/{grandchild}/stat")).unwrap_or_default();
+        assert!(state.is_empty() || state.rsplit_once(')').unwrap().1.trim_start().starts_with('Z'), "{state}");
     }
 }

@@ -11,8 +11,14 @@ use crate::process::Supervisor;
 
 /// How long a started part may take to answer.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long a part gets to stop after SIGTERM.
-pub const STOP_GRACE: Duration = Duration::from_secs(15);
+/// How long a part gets to stop after SIGTERM before SIGKILL: longer than the host's drain of
+/// requests in flight plus its producer flush (the publish timeout, 5 s), so a stop never cuts a
+/// vote between the broker's ack and the client's answer.
+pub const STOP_GRACE: Duration = Duration::from_secs(20);
+/// How long the host drains requests in flight when stopped: well inside [`STOP_GRACE`], so it
+/// finishes (and flushes its producer) before `down` would kill it.
+pub const HOST_DRAIN: Duration = Duration::from_secs(10);
+const _: () = assert!(HOST_DRAIN.as_secs() + 5 + 3 <= STOP_GRACE.as_secs(), "the host's drain and flush must end well before SIGKILL");
 
 /// What `up` did with a part, or what `status` found.
 #[derive(Debug, Clone, Serialize)]
@@ -34,6 +40,8 @@ fn address(config: &StackConfig, part: Part) -> String {
         Part::Consumer => format!("{}/metrics", config.consumer_http_url()),
         Part::GrpcProducer => config.grpc_url(),
         Part::Host => format!("{}/votes", config.host_url()),
+        Part::Results => format!("{}/", config.results_url()),
+        Part::Prometheus => config.prometheus_url(),
     }
 }
 
@@ -48,9 +56,14 @@ pub async fn up(config: &StackConfig, supervisor: &Supervisor, parts: &[Part]) -
             (Some(_), true) => "running",
             (None, true) if config.reuse_running && Part::SERVERS.contains(&part) => "reused",
             (None, true) => bail!(
-                "{} port {} is taken by a process this stack did not start; stop it or choose another port",
+                "{} port {} is taken by a process this stack did not start; stop it or choose another port{}",
                 part.name(),
-                config.port(part)
+                config.port(part),
+                if part == Part::Prometheus {
+                    " (a system Prometheus? `systemctl disable --now prometheus`, or set VOTES_PROMETHEUS_PORT)"
+                } else {
+                    ""
+                }
             ),
             (Some(_), false) => bail!(
                 "{} is running (pid file in {}) but does not answer; see {}",
@@ -62,10 +75,16 @@ pub async fn up(config: &StackConfig, supervisor: &Supervisor, parts: &[Part]) -
                 if part == Part::Host {
                     ensure_admin_token(config)?;
                 }
+                if part == Part::Prometheus {
+                    crate::prometheus::write_config(config)?;
+                }
                 supervisor
                     .spawn(&config.launch(part))
                     .with_context(|| config.install_hint(part))?;
                 wait_ready(config, supervisor, part).await?;
+                if part == Part::Prometheus {
+                    crate::prometheus::wait_for_targets(config, READY_TIMEOUT).await?;
+                }
                 "started"
             }
         };
@@ -73,6 +92,9 @@ pub async fn up(config: &StackConfig, supervisor: &Supervisor, parts: &[Part]) -
             vote_kafka::ensure_topic(&config.brokers(), vote_core::TOPIC, config.partitions)
                 .await
                 .context("creating the votes topic")?;
+            vote_kafka::ensure_topic(&config.brokers(), vote_kafka::DLQ_TOPIC, config.partitions)
+                .await
+                .context("creating the dead-letter topic")?;
         }
         report.push(PartStatus {
             part: part.name(),
@@ -86,10 +108,11 @@ pub async fn up(config: &StackConfig, supervisor: &Supervisor, parts: &[Part]) -
     Ok(report)
 }
 
-/// Writes a random admin token for the host unless one exists (only the owner may read it).
+/// Writes a random admin token for the host unless one exists. The file is created with mode
+/// 0600, so it is never readable by others, not even for a moment.
 fn ensure_admin_token(config: &StackConfig) -> anyhow::Result<()> {
-    use std::io::Read;
-    use std::os::unix::fs::PermissionsExt;
+    use std::io::{Read, Write};
+    use std::os::unix::fs::OpenOptionsExt;
     let path = config.admin_token_path();
     if path.is_file() {
         return Ok(());
@@ -98,8 +121,8 @@ fn ensure_admin_token(config: &StackConfig) -> anyhow::Result<()> {
     std::fs::File::open("/dev/urandom")?.read_exact(&mut random)?;
     let token: String = random.iter().map(|b| format!("{b:02x}")).collect();
     std::fs::create_dir_all(path.parent().expect("run dir"))?;
-    std::fs::write(&path, token)?;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?;
+    file.write_all(token.as_bytes())?;
     Ok(())
 }
 
@@ -107,6 +130,14 @@ fn ensure_admin_token(config: &StackConfig) -> anyhow::Result<()> {
 async fn serving_version(config: &StackConfig) -> Option<String> {
     let body: serde_json::Value = reqwest::get(format!("{}/readyz", config.host_url())).await.ok()?.json().await.ok()?;
     body["version"].as_str().map(|v| format!("serving {v}"))
+}
+
+/// How many of its targets Prometheus scrapes successfully, for `status`.
+async fn scrape_health(config: &StackConfig) -> String {
+    match crate::prometheus::targets_up(&config.prometheus_url()).await {
+        Ok((up, all)) => format!("{up} of {all} scrape targets up"),
+        Err(error) => format!("targets unknown: {error:#}"),
+    }
 }
 
 /// Waits until a just-started part answers; fails early, with its log, if it exits.
@@ -162,9 +193,29 @@ pub async fn status(config: &StackConfig, supervisor: &Supervisor) -> Vec<PartSt
             detail: match probe {
                 Err(error) => format!("{error:#}"),
                 Ok(()) if part == Part::Host => serving_version(config).await.unwrap_or_default(),
+                Ok(()) if part == Part::Prometheus => scrape_health(config).await,
                 Ok(()) => String::new(),
             },
         });
     }
     report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn the_admin_token_is_created_readable_by_its_owner_only() {
+        let mut config = StackConfig::local_defaults();
+        config.state_dir = std::env::temp_dir().join(format!("votes-token-test-{}", std::process::id()));
+        ensure_admin_token(&config).unwrap();
+        let path = config.admin_token_path();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        let token = std::fs::read_to_string(&path).unwrap();
+        std::fs::remove_dir_all(&config.state_dir).unwrap();
+        assert_eq!(mode, 0o600);
+        assert_eq!(token.len(), 48);
+    }
 }

@@ -16,7 +16,7 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Start the local stack (Kafka, Redis, MongoDB, consumer, gRPC producer) and print where it is.
+    /// Start the local stack (Kafka, Redis, MongoDB, consumer, gRPC producer, wasm host, results page) and print where it is.
     Up,
     /// Stop everything `up` started.
     Down,
@@ -34,9 +34,11 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Manage the wasm host's components (hot-swap).
-    #[command(subcommand)]
-    Component(ComponentCommand),
+    /// Rebuild the Redis counters from the MongoDB vote logs (after Redis lost data, say); safe
+    /// while votes keep arriving: every logged vote ends up counted exactly once.
+    Recount(RecountArgs),
+    /// Manage the wasm host's components (hot-swap; with a fleet topic, every host of the fleet).
+    Component(ComponentArgs),
     /// Measure both producers in alternating rounds at the same concurrency and compare them.
     Bench(BenchArgs),
 }
@@ -52,6 +54,22 @@ pub enum ComponentCommand {
     List,
     /// Swap the previous component back in.
     Rollback,
+    /// The fleet's deploys and rollbacks, oldest first (hosts that follow a fleet topic).
+    History,
+}
+
+/// How `votectl component` reaches the admin API (`--host-admin-port` sets the port, for example
+/// of a `kubectl port-forward`).
+#[derive(Args, Debug)]
+pub struct ComponentArgs {
+    /// The admin API's bearer token [default: the one `votectl up` wrote to <state>/run/admin-token].
+    #[arg(long, env = "VOTES_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// A file holding the admin token (the host reads the same variable).
+    #[arg(long, env = "VOTES_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: ComponentCommand,
 }
 
 #[derive(Args, Debug)]
@@ -66,6 +84,29 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 3)]
     pub rounds: usize,
     /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RecountArgs {
+    /// Redis URL of the counters [default: the local stack's Redis].
+    #[arg(long)]
+    pub redis_url: Option<String>,
+    /// MongoDB URL of the vote logs [default: the local stack's MongoDB].
+    #[arg(long)]
+    pub mongo_url: Option<String>,
+    /// Log documents counted per Redis script call.
+    #[arg(long, default_value_t = 500)]
+    pub batch: usize,
+    /// Seconds to wait after the first pass before re-reading the logs written since the reset.
+    #[arg(long, default_value_t = 3)]
+    pub settle_secs: u64,
+    /// The second pass re-reads logs consumed up to this many seconds before the reset (clock
+    /// skew and batch write time between the consumer's Redis write and its MongoDB write).
+    #[arg(long, default_value_t = 60)]
+    pub margin_secs: u64,
+    /// Print the report as JSON (no progress bar).
     #[arg(long)]
     pub json: bool,
 }
@@ -141,6 +182,15 @@ pub struct StackArgs {
     /// wasm host admin API port (loopback).
     #[arg(long, global = true, env = "VOTES_HOST_ADMIN_PORT", default_value_t = defaults::DEFAULT_HOST_ADMIN_PORT)]
     pub host_admin_port: u16,
+    /// Results web app port.
+    #[arg(long, global = true, env = "VOTES_RESULTS_PORT", default_value_t = defaults::DEFAULT_RESULTS_PORT)]
+    pub results_port: u16,
+    /// Prometheus port (UI and query API).
+    #[arg(long, global = true, env = "VOTES_PROMETHEUS_PORT", default_value_t = defaults::DEFAULT_PROMETHEUS_PORT)]
+    pub prometheus_port: u16,
+    /// The prometheus binary [default: prometheus on PATH].
+    #[arg(long, global = true, env = "VOTES_PROMETHEUS_BIN")]
+    pub prometheus_bin: Option<PathBuf>,
     /// The component the host serves first [default: <target>/wasm32-wasip2/release/vote_rest.wasm].
     #[arg(long, global = true, env = "VOTES_HOST_COMPONENT")]
     pub component: Option<PathBuf>,
@@ -173,6 +223,11 @@ impl StackArgs {
         }
         config.host_port = self.host_port;
         config.host_admin_port = self.host_admin_port;
+        config.results_port = self.results_port;
+        config.prometheus_port = self.prometheus_port;
+        if let Some(bin) = &self.prometheus_bin {
+            config.prometheus_bin = bin.clone();
+        }
         if let Some(component) = &self.component {
             config.component = component.clone();
         }

@@ -1,23 +1,27 @@
-//! `votectl component deploy | list | rollback`: the wasm host's admin API.
+//! `votectl component deploy | list | rollback | history`: the wasm host's admin API.
 
 use anyhow::Context;
 use vote_stack::StackConfig;
 
-use crate::cli::ComponentCommand;
+use crate::cli::{ComponentArgs, ComponentCommand};
 
-fn token(config: &StackConfig) -> anyhow::Result<String> {
-    let path = config.admin_token_path();
+fn token(config: &StackConfig, args: &ComponentArgs) -> anyhow::Result<String> {
+    if let Some(token) = &args.admin_token {
+        return Ok(token.clone());
+    }
+    let path = args.admin_token_file.clone().unwrap_or_else(|| config.admin_token_path());
     Ok(std::fs::read_to_string(&path)
         .with_context(|| format!("reading the admin token at {} (is the stack up? `votectl up`)", path.display()))?
         .trim()
         .to_owned())
 }
 
-pub async fn run(config: &StackConfig, command: ComponentCommand) -> anyhow::Result<()> {
+pub async fn run(config: &StackConfig, args: ComponentArgs) -> anyhow::Result<()> {
     let client = reqwest::Client::new();
     let base = format!("{}/components", config.host_admin_url());
-    let request = match &command {
+    let request = match &args.command {
         ComponentCommand::List => client.get(&base),
+        ComponentCommand::History => client.get(format!("{base}/history")),
         ComponentCommand::Rollback => client.post(format!("{base}/rollback")),
         ComponentCommand::Deploy { file } => {
             let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
@@ -25,7 +29,7 @@ pub async fn run(config: &StackConfig, command: ComponentCommand) -> anyhow::Res
         }
     };
     let response = request
-        .bearer_auth(token(config)?)
+        .bearer_auth(token(config, &args)?)
         .send()
         .await
         .with_context(|| format!("reaching the host's admin API at {base}"))?;

@@ -32,9 +32,9 @@ pub async fn connect(redis_url: &str) -> anyhow::Result<MultiplexedConnection> {
         .with_context(|| format!("connecting to Redis at {redis_url} (is the stack up? `votectl up`)"))
 }
 
-/// `votes:total`, the number of votes counted so far.
+/// `{votes}:total`, the number of votes counted so far.
 pub async fn total(connection: &mut MultiplexedConnection) -> anyhow::Result<u64> {
-    let total: Option<u64> = redis::cmd("GET").arg("votes:total").query_async(connection).await?;
+    let total: Option<u64> = redis::cmd("GET").arg(vote_store::keys::TOTAL).query_async(connection).await?;
     Ok(total.unwrap_or(0))
 }
 
@@ -42,10 +42,10 @@ pub async fn total(connection: &mut MultiplexedConnection) -> anyhow::Result<u64
 pub async fn read(redis_url: &str) -> anyhow::Result<Results> {
     let mut connection = connect(redis_url).await?;
     let (total, bands, albums, paths): (Option<u64>, HashMap<String, u64>, HashMap<String, u64>, HashMap<String, u64>) = redis::pipe()
-        .get("votes:total")
-        .hgetall("votes:bands")
-        .hgetall("votes:albums")
-        .hgetall("votes:paths")
+        .get(vote_store::keys::TOTAL)
+        .hgetall(vote_store::keys::BANDS)
+        .hgetall(vote_store::keys::ALBUMS)
+        .hgetall(vote_store::keys::PATHS)
         .query_async(&mut connection)
         .await?;
     Ok(Results { total: total.unwrap_or(0), logged: None, bands: sorted(bands), albums: sorted(albums), paths: sorted(paths) })

@@ -9,7 +9,8 @@ pub async fn up(config: &StackConfig) -> anyhow::Result<()> {
     print_table(&report);
     println!("\nlogs: {}/logs", config.state_dir.display());
     println!("send votes: votectl cast --path grpc --count 1000");
-    println!("see counts: votectl results");
+    println!("see counts: votectl results, or open {}/", config.results_url());
+    println!("see metrics: {} (Prometheus; dashboards in grafana/)", config.prometheus_url());
     Ok(())
 }
 

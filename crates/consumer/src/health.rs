@@ -1,0 +1,139 @@
+//! The consumer's health: unhealthy when it has lag but wrote nothing for a while, or cannot reach a store.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::http::StatusCode;
+
+/// The stores the consumer needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Store {
+    Redis,
+    MongoDb,
+}
+
+impl Store {
+    pub fn label(self) -> &'static str {
+        match self {
+            Store::Redis => "redis",
+            Store::MongoDb => "mongodb",
+        }
+    }
+}
+
+#[derive(Debug)]
+struct State {
+    /// When the last batch was written and committed.
+    last_progress: Instant,
+    /// Messages behind, from the last lag refresh.
+    lag: i64,
+    /// Since when the lag has been above zero.
+    lag_since: Option<Instant>,
+    redis_down_since: Option<Instant>,
+    mongo_down_since: Option<Instant>,
+}
+
+/// Shared between the batch loop, the monitor and `/healthz`.
+#[derive(Clone)]
+pub struct Health {
+    state: Arc<Mutex<State>>,
+    /// How long a stall or an unreachable store is tolerated before `/healthz` says so.
+    stall_after: Duration,
+}
+
+impl Health {
+    pub fn new(stall_after: Duration) -> Self {
+        let state = State { last_progress: Instant::now(), lag: 0, lag_since: None, redis_down_since: None, mongo_down_since: None };
+        Self { state: Arc::new(Mutex::new(state)), stall_after }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A batch was written to both stores and committed.
+    pub fn progressed(&self) {
+        self.state().last_progress = Instant::now();
+    }
+
+    /// The latest total lag over the assigned partitions.
+    pub fn set_lag(&self, lag: i64) {
+        let mut state = self.state();
+        state.lag = lag;
+        if lag <= 0 {
+            state.lag_since = None;
+        } else if state.lag_since.is_none() {
+            state.lag_since = Some(Instant::now());
+        }
+    }
+
+    /// Whether a store answered its last probe (or write).
+    pub fn store_reachable(&self, store: Store, reachable: bool) {
+        let mut state = self.state();
+        let since = match store {
+            Store::Redis => &mut state.redis_down_since,
+            Store::MongoDb => &mut state.mongo_down_since,
+        };
+        match (reachable, since.is_some()) {
+            (true, _) => *since = None,
+            (false, false) => *since = Some(Instant::now()),
+            (false, true) => {}
+        }
+    }
+
+    /// `Ok` while healthy, else the reason.
+    pub fn verdict(&self) -> Result<(), String> {
+        let state = self.state();
+        let now = Instant::now();
+        for (store, since) in [(Store::Redis, state.redis_down_since), (Store::MongoDb, state.mongo_down_since)] {
+            if let Some(since) = since.filter(|since| now - *since >= self.stall_after) {
+                return Err(format!("cannot reach {} for {}s", store.label(), (now - since).as_secs()));
+            }
+        }
+        if let Some(lag_since) = state.lag_since {
+            let stalled_for = now - state.last_progress.max(lag_since);
+            if stalled_for >= self.stall_after {
+                return Err(format!("{} messages behind and no batch written for {}s", state.lag, stalled_for.as_secs()));
+            }
+        }
+        Ok(())
+    }
+
+    /// The `/healthz` answer: `200 ok`, or `503` with the reason.
+    pub fn answer(&self) -> (StatusCode, String) {
+        match self.verdict() {
+            Ok(()) => (StatusCode::OK, "ok".to_owned()),
+            Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("unhealthy: {reason}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lag_without_progress_turns_unhealthy_after_the_bound() {
+        let health = Health::new(Duration::from_millis(50));
+        health.set_lag(10);
+        assert!(health.verdict().is_ok(), "a fresh lag is not a stall");
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(health.verdict().unwrap_err().contains("10 messages behind"));
+        health.progressed();
+        assert!(health.verdict().is_ok());
+        health.set_lag(0);
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(health.verdict().is_ok(), "idle without lag is healthy");
+    }
+
+    #[test]
+    fn an_unreachable_store_turns_unhealthy_after_the_bound() {
+        let health = Health::new(Duration::from_millis(50));
+        health.store_reachable(Store::MongoDb, false);
+        assert!(health.verdict().is_ok());
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(health.verdict().unwrap_err().contains("mongodb"));
+        health.store_reachable(Store::MongoDb, true);
+        assert!(health.verdict().is_ok());
+    }
+}

@@ -1,0 +1,18 @@
+//! The results web app: the live counts from Redis pushed to every open page, and a search over
+//! the MongoDB vote logs, as a page and as a JSON API.
+//!
+//! - [`snapshot`]: the counters of the Redis contract, read in one round trip.
+//! - [`live`]: one poller of `{votes}:total` per process that publishes a new snapshot when it
+//!   changed; every page's server-sent event stream watches it.
+//! - [`search`]: query parameters checked into a MongoDB filter, one bounded page with a cursor.
+//! - [`app`]: the routes: the page, `/api/results`, `/api/logs`, `/api/events`, `/healthz`,
+//!   `/metrics`.
+//! - [`metrics`]: the service's own Prometheus metrics.
+//!
+//! Key names and the album-field decoding come from `vote-store`, like every other reader.
+
+pub mod app;
+pub mod live;
+pub mod metrics;
+pub mod search;
+pub mod snapshot;

@@ -1,0 +1,53 @@
+//! The `results` binary: flags and environment, the store connections, the poller and the routes.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use mongodb::bson::Document;
+
+/// Serves the live results page and the vote log search.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// Where the page and the API are served.
+    #[arg(long, env = "VOTES_RESULTS_ADDR", default_value = "0.0.0.0:8088")]
+    addr: SocketAddr,
+    /// Redis URL of the live counters.
+    #[arg(long, env = "VOTES_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    redis_url: String,
+    /// MongoDB URL of the vote logs.
+    #[arg(long, env = "VOTES_MONGO_URL", default_value = "mongodb://127.0.0.1:27017")]
+    mongo_url: String,
+    /// How often the shared poller reads `{votes}:total`, in milliseconds.
+    #[arg(long, env = "VOTES_RESULTS_POLL_MS", default_value_t = results::live::DEFAULT_POLL_INTERVAL.as_millis() as u64)]
+    poll_ms: u64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    vote_service::init_logging();
+    let args = Args::parse();
+    let mut shutdown = vote_service::Shutdown::on_signals();
+    let metrics = results::metrics::Metrics::new();
+
+    let redis_client = redis::Client::open(args.redis_url.as_str()).with_context(|| format!("Redis URL {}", args.redis_url))?;
+    let redis = redis::aio::ConnectionManager::new(redis_client)
+        .await
+        .with_context(|| format!("connecting to Redis at {}", args.redis_url))?;
+    let mut mongo_options = mongodb::options::ClientOptions::parse(&args.mongo_url)
+        .await
+        .with_context(|| format!("MongoDB URL {}", args.mongo_url))?;
+    mongo_options.server_selection_timeout = Some(Duration::from_secs(5));
+    let logs = mongodb::Client::with_options(mongo_options)?.database("votes").collection::<Document>("logs");
+
+    let live = results::live::spawn(redis.clone(), Duration::from_millis(args.poll_ms.max(10)), metrics.clone(), shutdown.clone());
+    let state = results::app::AppState { redis, logs, live, metrics, shutdown: shutdown.clone() };
+    let bound = vote_service::spawn_http(args.addr, results::app::router(state), shutdown.clone()).await?;
+    tracing::info!(%bound, "results page on http://{bound}/");
+    shutdown.wait().await;
+    // Give the server a moment to end the event streams and finish in-flight requests.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    Ok(())
+}
