@@ -10,7 +10,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import yaml
@@ -51,33 +50,11 @@ def grafana_generator_files() -> list[str]:
     return [f.split("=", 1)[-1] for gen in kustomization.get("configMapGenerator", []) for f in gen.get("files", [])]
 
 
-def grafana_files_present() -> bool:
-    """Whether the grafana/ provisioning and dashboards are in this tree yet."""
-    return (GRAFANA / "dashboards").is_dir() and (GRAFANA / "provisioning").is_dir()
-
-
 def render(overlay: Path) -> list[dict]:
-    """`kubectl kustomize` of an overlay, as a list of documents. When the grafana/ files are not
-    in this tree yet (they come with the dashboards' branch), the overlay is rendered from a copy
-    with placeholder files at the listed paths: the only thing tolerated as missing."""
-    if grafana_files_present():
-        return _kustomize(overlay)
-    with tempfile.TemporaryDirectory(prefix="votes-k8s-") as tmp:
-        root = Path(tmp)
-        shutil.copytree(REPO / "k8s", root / "k8s")
-        (root / "grafana").mkdir()
-        shutil.copy(GRAFANA / "kustomization.yaml", root / "grafana" / "kustomization.yaml")
-        for name in grafana_generator_files():
-            stub = root / "grafana" / name
-            stub.parent.mkdir(parents=True, exist_ok=True)
-            stub.write_text("{}\n")
-        return _kustomize(root / overlay.relative_to(REPO))
-
-
-def _kustomize(directory: Path) -> list[dict]:
-    done = subprocess.run([kubectl(), "kustomize", str(directory)], capture_output=True, text=True, timeout=120)
+    """`kubectl kustomize` of an overlay, as a list of documents."""
+    done = subprocess.run([kubectl(), "kustomize", str(overlay)], capture_output=True, text=True, timeout=120)
     if done.returncode != 0:
-        raise AssertionError(f"kubectl kustomize {directory} failed:\n{done.stderr}")
+        raise AssertionError(f"kubectl kustomize {overlay} failed:\n{done.stderr}")
     return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
 
 

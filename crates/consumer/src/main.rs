@@ -61,8 +61,8 @@ impl Args {
         [
             config_check::check_brokers(&self.brokers),
             config_check::check_topic("topic", &self.topic),
-            config_check::check_url("redis-url", &self.redis_url, &["redis://", "rediss://", "redis+unix://", "unix://"]),
-            config_check::check_url("mongo-url", &self.mongo_url, &["mongodb://", "mongodb+srv://"]),
+            config_check::check_url("redis-url", &self.redis_url, config_check::REDIS_SCHEMES),
+            config_check::check_url("mongo-url", &self.mongo_url, config_check::MONGO_SCHEMES),
             (self.group.trim().is_empty()).then(|| "group: must not be empty".to_owned()),
             (self.batch_max == 0).then(|| "batch-max: must be at least 1".to_owned()),
         ]

@@ -4,11 +4,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Parser;
 use mongodb::bson::Document;
+use vote_service::config_check;
 
 /// Serves the live results page and the vote log search.
-#[derive(Parser, Debug)]
+#[derive(clap::Parser, Debug)]
 #[command(version)]
 struct Args {
     /// Where the page and the API are served.
@@ -23,12 +23,30 @@ struct Args {
     /// How often the shared poller reads `{votes}:total`, in milliseconds.
     #[arg(long, env = "VOTES_RESULTS_POLL_MS", default_value_t = results::live::DEFAULT_POLL_INTERVAL.as_millis() as u64)]
     poll_ms: u64,
+    /// Check the flags and environment, print the effective configuration and exit (touches no
+    /// network and no file).
+    #[arg(long)]
+    check_config: bool,
+}
+
+impl Args {
+    fn problems(&self) -> Vec<String> {
+        [
+            config_check::check_url("redis-url", &self.redis_url, config_check::REDIS_SCHEMES),
+            config_check::check_url("mongo-url", &self.mongo_url, config_check::MONGO_SCHEMES),
+            (self.poll_ms == 0).then(|| "poll-ms: must be at least 1".to_owned()),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     vote_service::init_logging();
-    let args = Args::parse();
+    let (args, matches) = config_check::parse::<Args>();
+    config_check::finish::<Args>(args.check_config, &matches, args.problems())?;
     let mut shutdown = vote_service::Shutdown::on_signals();
     let metrics = results::metrics::Metrics::new();
 

@@ -99,6 +99,12 @@ pub fn check_brokers(brokers: &str) -> Option<String> {
     (!bad.is_empty()).then(|| format!("brokers: {bad:?} is not host:port (a comma-separated list of host:port)"))
 }
 
+/// The URL schemes a Redis connection accepts.
+pub const REDIS_SCHEMES: &[&str] = &["redis://", "rediss://", "redis+unix://", "unix://"];
+
+/// The URL schemes a MongoDB connection accepts.
+pub const MONGO_SCHEMES: &[&str] = &["mongodb://", "mongodb+srv://"];
+
 /// A problem when `url` does not start with one of `schemes` (`redis://`, ...).
 pub fn check_url(field: &str, url: &str, schemes: &[&str]) -> Option<String> {
     let ok = schemes.iter().any(|scheme| url.strip_prefix(scheme).is_some_and(|rest| !rest.is_empty()));
