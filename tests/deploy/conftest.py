@@ -1,4 +1,4 @@
-"""Fixtures of the deploy checks: each overlay under k8s/overlays rendered once, the CRDs of
+"""Fixtures of the deploy checks: each whole-system overlay under k8s/overlays rendered once, the CRDs of
 ../shared/schemas, and compose.yaml."""
 
 import pytest
@@ -8,7 +8,7 @@ import deploylib
 
 def pytest_generate_tests(metafunc):
     if "overlay" in metafunc.fixturenames:
-        metafunc.parametrize("overlay", [p.name for p in deploylib.OVERLAYS])
+        metafunc.parametrize("overlay", [p.name for p in deploylib.SYSTEM_OVERLAYS])
 
 
 _rendered: dict[str, list[dict]] = {}

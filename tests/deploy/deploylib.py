@@ -19,6 +19,16 @@ REPO = Path(__file__).resolve().parents[2]
 # VOTES_SCHEMAS_DIR points elsewhere (a git worktree's checkout, for example).
 SCHEMAS = Path(os.environ.get("VOTES_SCHEMAS_DIR", REPO.parent / "shared" / "schemas"))
 OVERLAYS = sorted(p for p in (REPO / "k8s" / "overlays").iterdir() if (p / "kustomization.yaml").is_file())
+
+
+def builds_on_base(overlay: Path) -> bool:
+    """Whether an overlay is the whole system (it includes k8s/base) rather than an add-on."""
+    return "../../base" in yaml.safe_load((overlay / "kustomization.yaml").read_text()).get("resources", [])
+
+
+# Overlays that deploy the whole system (dev, prod), and add-ons applied beside one (spinkube).
+SYSTEM_OVERLAYS = [p for p in OVERLAYS if builds_on_base(p)]
+ADDON_OVERLAYS = [p for p in OVERLAYS if not builds_on_base(p)]
 GRAFANA = REPO / "grafana"
 
 # Our images, by repository name, and the binary each one runs (its ENTRYPOINT in the Dockerfile).

@@ -12,8 +12,8 @@ KUBERNETES_VERSION = kubernetes_validate.latest_version()
 
 
 def test_there_are_overlays():
-    names = {p.name for p in deploylib.OVERLAYS}
-    assert {"dev", "prod"} <= names, names
+    assert {"dev", "prod"} <= {p.name for p in deploylib.SYSTEM_OVERLAYS}, deploylib.SYSTEM_OVERLAYS
+    assert {"spinkube"} <= {p.name for p in deploylib.ADDON_OVERLAYS}, deploylib.ADDON_OVERLAYS
 
 
 def test_overlay_renders(docs, overlay):
@@ -24,7 +24,8 @@ def test_overlay_renders(docs, overlay):
     assert all(doc["metadata"].get("namespace") == "votes" for doc in docs if doc["kind"] != "Namespace"), overlay
 
 
-def test_builtin_kinds_validate_strictly(docs, overlay):
+def validate_builtins(docs, overlay) -> int:
+    """Validates every built-in kind strictly; returns how many were checked."""
     checked = 0
     for doc in docs:
         try:
@@ -34,6 +35,11 @@ def test_builtin_kinds_validate_strictly(docs, overlay):
             assert group_is_custom(doc), f"{overlay}: no built-in schema for {doc['apiVersion']} {doc['kind']}"
         except kubernetes_validate.ValidationError as error:
             pytest.fail(f"{overlay}: {doc['kind']}/{doc['metadata']['name']} is not valid for Kubernetes {KUBERNETES_VERSION}: {error.message} at {list(error.path)}")
+    return checked
+
+
+def test_builtin_kinds_validate_strictly(docs, overlay):
+    checked = validate_builtins(docs, overlay)
     assert checked > 20, checked
 
 
@@ -43,6 +49,11 @@ def group_is_custom(doc) -> bool:
 
 
 def test_custom_resources_validate_against_their_crds(docs, overlay, crds):
+    validate_custom(docs, overlay, crds)
+
+
+def validate_custom(docs, overlay, crds):
+    """Validates every custom resource against its CRD; there must be some."""
     custom = [doc for doc in docs if group_is_custom(doc)]
     assert custom, f"{overlay} has no custom resources (the Strimzi Kafka at least)"
     for doc in custom:
