@@ -47,6 +47,10 @@ struct Args {
     /// store unreachable.
     #[arg(long, env = "VOTES_CONSUMER_STALL_SECS", default_value_t = 30)]
     stall_secs: u64,
+    /// How long the group coordinator waits for a heartbeat before it drops this member and hands
+    /// its partitions to the others, in milliseconds.
+    #[arg(long, env = "VOTES_CONSUMER_SESSION_TIMEOUT_MS", default_value_t = vote_kafka::SESSION_TIMEOUT.as_millis() as u64)]
+    session_timeout_ms: u64,
     /// Fault-test hook: milliseconds to sleep between the writes and the commit.
     #[arg(long, hide = true, default_value_t = 0)]
     pause_before_commit_ms: u64,
@@ -65,6 +69,8 @@ impl Args {
             config_check::check_url("mongo-url", &self.mongo_url, config_check::MONGO_SCHEMES),
             (self.group.trim().is_empty()).then(|| "group: must not be empty".to_owned()),
             (self.batch_max == 0).then(|| "batch-max: must be at least 1".to_owned()),
+            // librdkafka's own bounds for session.timeout.ms.
+            (!(1_000..=3_600_000).contains(&self.session_timeout_ms)).then(|| "session-timeout-ms: must be between 1000 and 3600000".to_owned()),
         ]
         .into_iter()
         .flatten()
@@ -97,6 +103,7 @@ async fn main() -> anyhow::Result<()> {
         batch_max: args.batch_max.max(1),
         batch_linger: Duration::from_millis(args.batch_linger_ms),
         seen_ttl: Duration::from_secs(args.seen_ttl_secs),
+        session_timeout: Duration::from_millis(args.session_timeout_ms),
         pause_before_commit: Duration::from_millis(args.pause_before_commit_ms),
     };
     consumer::run(settings, metrics, health, shutdown).await

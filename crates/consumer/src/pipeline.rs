@@ -40,6 +40,8 @@ pub struct Settings {
     pub batch_linger: Duration,
     /// How long a vote id is remembered for deduplication.
     pub seen_ttl: Duration,
+    /// How long the group coordinator waits for a heartbeat before it drops this member.
+    pub session_timeout: Duration,
     /// Fault-test hook: sleep this long between the writes and the commit.
     pub pause_before_commit: Duration,
 }
@@ -97,6 +99,7 @@ pub async fn run(settings: Settings, metrics: Metrics, health: Health, shutdown:
     let dead_letters = Publisher::new(&PublisherSettings::new(&settings.brokers, format!("consumer-{}-dlq", settings.group)))
         .context("creating the dead-letter producer")?;
     let consumer: VoteConsumer = vote_kafka::consumer_config(&settings.brokers, &settings.group)
+        .set("session.timeout.ms", settings.session_timeout.as_millis().to_string())
         .create_with_context(GroupLog)
         .context("creating the Kafka consumer")?;
     consumer.subscribe(&[&settings.topic]).context("subscribing to the votes topic")?;

@@ -255,18 +255,20 @@ fn classify(error: KafkaError) -> PublishError {
 mod tests {
     use super::*;
 
-    /// A publisher whose broker is a closed local port: nothing is ever acknowledged.
-    fn unreachable(timeout: Duration, queue_max_messages: Option<u32>) -> Publisher {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut settings = PublisherSettings::new(format!("127.0.0.1:{port}"), "vote-kafka-test");
+    /// A publisher whose broker is a local port that is listened on but never answered (kept
+    /// bound by the returned listener, so no other process can take it): nothing is ever
+    /// acknowledged, and nothing fails early either.
+    fn unanswered(timeout: Duration, queue_max_messages: Option<u32>) -> (Publisher, std::net::TcpListener) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut settings = PublisherSettings::new(listener.local_addr().unwrap().to_string(), "vote-kafka-test");
         settings.timeout = timeout;
         settings.queue_max_messages = queue_max_messages;
-        Publisher::new(&settings).unwrap()
+        (Publisher::new(&settings).unwrap(), listener)
     }
 
     #[tokio::test]
     async fn a_full_queue_is_overload_answered_at_once() {
-        let publisher = unreachable(Duration::from_secs(30), Some(1));
+        let (publisher, _broker) = unanswered(Duration::from_secs(30), Some(1));
         let waiting = tokio::spawn({
             let publisher = publisher.clone();
             async move { publisher.publish("votes", b"k", b"first", &[]).await }
@@ -288,7 +290,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_unacknowledged_message_is_indeterminate_within_the_bound() {
-        let publisher = unreachable(Duration::from_millis(500), None);
+        let (publisher, _broker) = unanswered(Duration::from_millis(500), None);
         let started = std::time::Instant::now();
         let outcome = publisher.publish("votes", b"k", b"v", &[]).await;
         assert!(matches!(outcome, Err(PublishError::Indeterminate(_))), "{outcome:?}");
@@ -315,6 +317,9 @@ mod tests {
     }
 }
 
+/// How long a group coordinator waits for a consumer's heartbeat before it drops the member.
+pub const SESSION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A consumer configuration that stores and commits offsets only when told to.
 pub fn consumer_config(brokers: &str, group: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
@@ -324,7 +329,7 @@ pub fn consumer_config(brokers: &str, group: &str) -> ClientConfig {
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", "10000")
+        .set("session.timeout.ms", SESSION_TIMEOUT.as_millis().to_string())
         .set("heartbeat.interval.ms", "1000")
         .set("reconnect.backoff.max.ms", "1000");
     config
