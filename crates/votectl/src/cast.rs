@@ -38,30 +38,30 @@ pub struct CastReport {
     pub latency_max_ms: f64,
 }
 
-enum Outcome {
+pub(crate) enum Outcome {
     Accepted,
     Rejected(String),
     Failed(String),
 }
 
 /// Where votes go: a pool of gRPC channels or an HTTP client for the wasm host.
-enum Sender {
+pub(crate) enum Sender {
     Grpc(Vec<VoteServiceClient<Channel>>),
     Rest { client: reqwest::Client, url: String },
 }
 
 impl Sender {
-    async fn connect(config: &StackConfig, path: ProducerPath, concurrency: usize) -> anyhow::Result<Self> {
+    pub(crate) async fn connect(config: &StackConfig, path: ProducerPath, concurrency: usize) -> anyhow::Result<Self> {
         Ok(match path {
             ProducerPath::Grpc => Sender::Grpc(grpc_clients(&config.grpc_url(), concurrency.div_ceil(CALLS_PER_CONNECTION)).await?),
-            ProducerPath::Rest => Sender::Rest {
+            ProducerPath::Rest | ProducerPath::Native => Sender::Rest {
                 client: reqwest::Client::builder().pool_max_idle_per_host(concurrency).tcp_nodelay(true).build()?,
-                url: format!("{}/votes", config.host_url()),
+                url: format!("{}/votes", if path == ProducerPath::Native { config.native_url() } else { config.host_url() }),
             },
         })
     }
 
-    async fn send(&self, i: u64, vote: Vote) -> Outcome {
+    pub(crate) async fn send(&self, i: u64, vote: Vote) -> Outcome {
         match self {
             Sender::Grpc(clients) => {
                 let mut client = clients[i as usize % clients.len()].clone();
@@ -100,10 +100,7 @@ pub async fn cast(config: &StackConfig, path: ProducerPath, votes: &[Vote], coun
     let started = Instant::now();
     let mut latencies = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds");
     let mut report = CastReport {
-        path: match path {
-            ProducerPath::Grpc => "grpc",
-            ProducerPath::Rest => "rest",
-        },
+        path: path.name(),
         sent: 0,
         accepted: 0,
         rejected: BTreeMap::new(),
