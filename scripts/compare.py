@@ -70,7 +70,7 @@ def machine(votectl):
         "rdkafka": lock_version("rdkafka"),
         "tansu": output_of([str(tansu) if tansu.exists() else "tansu", "--version"]) or "?",
         "redis": output_of(["redis-server", "--version"]).split(" sha=")[0],
-        "locust": output_of([str(ROOT / ".venv" / "bin" / "locust"), "--version"]).splitlines()[0:1],
+        "locust": " ".join(output_of([str(ROOT / ".venv" / "bin" / "locust"), "--version"]).split()[:2]),
         "python": platform.python_version(),
         "votectl": output_of([votectl, "--version"]),
         "git": output_of(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"]),
@@ -185,7 +185,7 @@ def report(machine_info, bench, locust, rss, files, args):
         f"| OS | {m['os']}, Linux {m['kernel']} |",
         f"| load average before the run | {', '.join(f'{x:.2f}' for x in m['load_before'])} |",
         f"| toolchain | {m['rustc']} |",
-        f"| versions | wasmtime {m['wasmtime']}, hyper {m['hyper']}, tonic {m['tonic']}, rdkafka {m['rdkafka']}, {m['tansu']}, {m['redis']}, {' '.join(m['locust'])}, Python {m['python']} |",
+        f"| versions | wasmtime {m['wasmtime']}, hyper {m['hyper']}, tonic {m['tonic']}, rdkafka {m['rdkafka']}, {m['tansu']}, {m['redis']}, {m['locust']}, Python {m['python']} |",
         "",
     ]
     if args.note:
@@ -313,53 +313,67 @@ def report(machine_info, bench, locust, rss, files, args):
         lines.append(f"| {label} | {r['requests']:,} | {r['failures']} | {r['requests_per_second']:,.0f} | {r['p50_ms'] or 0:.0f} | {r['p99_ms'] or 0:.0f} | {bench_cell} |")
 
     rn, rg, ng = ratios.get("rest/native", 0), ratios.get("rest/grpc", 0), ratios.get("native/grpc", 0)
-    grpc_at_1 = sweep.get(("grpc", 1))
-    native_at_1 = sweep.get(("native", 1))
+    cpu_total = {n: sum(v for v in p["cpu_us_per_vote"].values() if v > 0) for n, p in paths.items()}
+    cpu_own = {n: p["cpu_us_per_vote"].get(own[n], 0) for n, p in paths.items()}
+    at_1 = {n: sweep.get((n, 1)) for n in ("rest", "native", "grpc")}
+
+    def compare(ratio, a, b, what):
+        """`a` against `b` in words, from the throughput ratio a/b."""
+        if not ratio:
+            return f"{a} against {b}: not measured"
+        if ratio >= 1.05:
+            return f"{a} carries {ratio:.2f}x {b}'s votes/s, so {what} favours {a}"
+        if ratio <= 0.95:
+            return f"{a} carries {pct(ratio)} of {b}'s votes/s: {what} costs {a} {pct(1 - ratio)} of its throughput"
+        return f"{a} and {b} are within 5% ({pct(ratio)}): {what} makes no measurable difference"
+
+    multiplex = ""
+    if at_1["grpc"] and at_1["native"]:
+        g1, n1 = at_1["grpc"]["votes_per_second"], at_1["native"]["votes_per_second"]
+        multiplex = (
+            f" At 1 in flight, where multiplexing cannot help, gRPC does {g1:,.0f} votes/s and native REST {n1:,.0f}"
+            f" ({pct(n1 / g1)} of gRPC); at {bench['concurrency']} in flight native REST does {pct(ng)} of gRPC."
+        )
+    verdict_transport = (
+        "The data do not support the claim: with one connection per request in flight, HTTP/1.1 + JSON keeps up with HTTP/2 + protobuf."
+        if ng >= 0.95
+        else f"gRPC is ahead, by {pct(1 - ng)} of native REST's throughput; the CPU table says where: the producers' own CPU per vote is "
+        f"{cpu_own.get('native', 0):,.0f} µs (native REST) against {cpu_own.get('grpc', 0):,.0f} µs (gRPC)."
+    )
+    cheapest = min(cpu_total, key=cpu_total.get) if cpu_total else None
     lines += [
         "",
         "## The seeds' claims, with numbers",
         "",
         "**\"gRPC was faster because of HTTP/2 multiplexing.\"** "
-        + (
-            f"At {bench['concurrency']} in flight gRPC carries {1 / ng:.2f}x the native REST path's votes/s" if ng else ""
-        )
-        + (f" and {1 / rg:.2f}x the wasm REST path's." if rg else ".")
-        + " The gap is not multiplexing: our REST clients keep one keep-alive connection per request in"
-        " flight, so no request waits behind another on a connection, and at 1 in flight, where"
-        " multiplexing cannot help at all, "
-        + (
-            f"gRPC does {grpc_at_1['votes_per_second']:,.0f} votes/s against native REST's {native_at_1['votes_per_second']:,.0f}."
-            if grpc_at_1 and native_at_1
-            else "the sweep shows the same order."
-        )
-        + " Every path waits for the broker's acknowledgement, which dominates a vote's latency; what"
-        " differs is the work around it, shown per process in the CPU table.",
+        + f"{compare(ng, 'native REST', 'gRPC', 'the transport (HTTP/1.1 + JSON against HTTP/2 + protobuf)')}; "
+        + f"{compare(rn, 'wasm REST', 'native REST', 'the sandbox')}; wasm REST against gRPC: {pct(rg)}."
+        + multiplex
+        + " Our REST clients keep one keep-alive connection per request in flight, so no request waits behind"
+        " another on a connection: multiplexing saves connections, not waiting. "
+        + verdict_transport,
         "",
-        "**\"gRPC has lower overhead.\"** "
-        + (
-            f"Per vote, over the whole stack: wasm REST {sum(v for v in paths['rest']['cpu_us_per_vote'].values() if v > 0):,.0f} µs, "
-            f"native REST {sum(v for v in paths['native']['cpu_us_per_vote'].values() if v > 0):,.0f} µs, "
-            f"gRPC {sum(v for v in paths['grpc']['cpu_us_per_vote'].values() if v > 0):,.0f} µs of CPU; in the producer alone "
-            f"{paths['rest']['cpu_us_per_vote'].get('wasm-host', 0):,.0f}, {paths['native']['cpu_us_per_vote'].get('native-host', 0):,.0f} and "
-            f"{paths['grpc']['cpu_us_per_vote'].get('grpc-producer', 0):,.0f} µs. "
-            if all(k in paths for k in ("rest", "native", "grpc"))
-            else ""
-        )
-        + f"The sandbox costs wasm REST {pct(1 - rn)} of native REST's throughput" + (" (a gain, within the noise)" if rn >= 1 else "")
-        + f"; the transport and serialisation cost native REST {pct(1 - ng)} of gRPC's" + (" (a gain, within the noise)." if ng >= 1 else ".")
-        + " The broker, the consumer and the stores cost the same whichever producer a vote came through.",
+        "**\"gRPC has lower overhead.\"** Per vote, over the whole stack: "
+        + ", ".join(f"{NAMES[n]} {cpu_total[n]:,.0f} µs" for n in ("rest", "native", "grpc") if n in cpu_total)
+        + " of CPU; in the producer alone "
+        + ", ".join(f"{NAMES[n]} {cpu_own[n]:,.0f} µs" for n in ("rest", "native", "grpc") if n in cpu_own)
+        + ". "
+        + (f"The lowest overhead is {NAMES[cheapest]}'s. " if cheapest else "")
+        + "The broker, the consumer and the stores do the same work per vote whichever producer it came through"
+        " (their rows differ with the rate they ran at, not with the path).",
         "",
         "## When to choose which path",
         "",
-        "- **gRPC** for service-to-service traffic you control both ends of: the most votes per core,",
-        "  typed contract, streaming (`CastStream`) for bulk loads, deadlines and status codes carried",
-        "  by the protocol.",
+        "- **gRPC** for service-to-service traffic you control both ends of: a typed contract,",
+        "  streaming (`CastStream`) for bulk loads, deadlines and status codes carried by the protocol,",
+        f"  one connection for many calls; {pct(1 / rg) if rg else '?'} of wasm REST's throughput here.",
         "- **wasm REST** for clients that speak plain HTTP and JSON (browsers, the seeds' traffic files,",
         "  curl), and wherever the vote rules must change without a rebuild or restart: a component is",
         "  hot-swapped under load, sandboxed (memory cap, deadline, no ambient authority), and the same",
-        f"  artefact runs on Spin. Its price here is the sandbox's {pct(1 - rn) if rn < 1 else 'no measurable'} share of throughput.",
+        f"  artefact runs on Spin. The sandbox's price here: {pct(1 - rn) if rn < 1 else 'nothing measurable'} of native REST's throughput,",
+        f"  {max(cpu_own.get('rest', 0) - cpu_own.get('native', 0), 0):,.0f} µs of CPU per vote.",
         "- **native REST** is the baseline that prices the sandbox; choose it in production only if",
-        "  that share matters more than hot-swapping and isolation.",
+        "  that price matters more than hot-swapping and isolation.",
         "",
         "Raw results: `reports/compare/bench.json`, `reports/compare/loadtest.json` and Locust's CSV and",
         "HTML under `reports/compare/` (not committed).",
