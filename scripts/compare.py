@@ -35,7 +35,7 @@ def say(message):
 def run_json(command, **kwargs):
     done = subprocess.run(command, capture_output=True, text=True, **kwargs)
     if done.returncode != 0:
-        sys.exit(f"{' '.join(map(str, command))} failed (exit {done.returncode}):\n{done.stderr[-4000:]}")
+        sys.exit(f"{' '.join(map(str, command))} failed (exit {done.returncode}):\n{done.stderr.split(chr(10) + 'stack backtrace')[0][:4000]}")
     return json.loads(done.stdout)
 
 
@@ -163,6 +163,30 @@ def pct(x):
     return f"{100 * x:.0f}%"
 
 
+def goals(rn, rg, open_loop, rss):
+    """The issue's goals as table rows: what was measured and whether it meets the goal."""
+    rows = []
+
+    def goal(name, met, shown):
+        rows.append(f"| {name} | {shown} | {'met' if met else '**missed**'} |")
+
+    if rn:
+        goal("wasm REST at 90% or more of native REST at 64 in flight", rn >= 0.9, pct(rn))
+    if rg:
+        goal("wasm REST at 95% or more of gRPC at 64 in flight", rg >= 0.95, pct(rg))
+    if open_loop:
+        worst = max(o["latency"]["p99_ms"] for o in open_loop.values())
+        goal("p99 at most 10 ms on each path at half capacity (open loop)", worst <= 10,
+             ", ".join(f"{NAMES[n]} {o['latency']['p99_ms']:.1f} ms" for n, o in open_loop.items()))
+        visible = {n: o["visible_p99_ms"] for n, o in open_loop.items() if o.get("visible_p99_ms") is not None}
+        if visible:
+            goal("vote-to-visible p99 at most 100 ms at that rate", max(visible.values()) <= 100,
+                 ", ".join(f"{NAMES[n]} {ms:.0f} ms" for n, ms in visible.items()))
+    if rss:
+        goal(f"host RSS at most 100 MB with {rss['connections']:,} open connections", rss["rss_mib"] * 1.048576 <= 100, f"{rss['rss_mib']:.0f} MiB")
+    return rows
+
+
 def report(machine_info, bench, locust, rss, files, args):
     paths = {p["path"]: p for p in bench["paths"]}
     ratios = bench["ratios"]
@@ -233,6 +257,10 @@ def report(machine_info, bench, locust, rss, files, args):
         "",
         f"![throughput against concurrency]({rel(files['throughput'])})",
         "",
+        "Accepted votes/s at each number of requests in flight (the host sheds what is over its",
+        "`--max-in-flight`, 192 by default, with a fast 503; the gRPC producer what is over its",
+        "`--max-concurrent-calls`):",
+        "",
         "| in flight | " + " | ".join(NAMES[n] for n in ("rest", "native", "grpc")) + " |",
         "| ---: | ---: | ---: | ---: |",
     ]
@@ -240,7 +268,8 @@ def report(machine_info, bench, locust, rss, files, args):
         cells = []
         for n in ("rest", "native", "grpc"):
             s = sweep.get((n, c))
-            cells.append(f"{s['votes_per_second']:,.0f} (p99 {s['latency_p99_ms']:.1f} ms)" if s else "-")
+            shed = f", {s['failed']:,} of {args.sweep_count:,} shed: {(s.get('first_failure') or '').split(':')[0]}" if s and s["failed"] else ""
+            cells.append(f"{s['votes_per_second']:,.0f} (p99 {s['latency_p99_ms']:.1f} ms{shed})" if s else "-")
         lines.append(f"| {c} | " + " | ".join(cells) + " |")
     lines += [
         "",
@@ -285,8 +314,9 @@ def report(machine_info, bench, locust, rss, files, args):
     ]
     if rss:
         lines += [
-            f"The wasm host with {rss['connections']:,} open keep-alive connections (each having sent one vote, "
-            f"{rss['accepted']:,} accepted): **{rss['rss_mib']:.0f} MiB** resident (idle before: {rss['rss_idle_mib']:.0f} MiB).",
+            f"The wasm host with {rss['connections']:,} open keep-alive connections (each having sent one vote at once; "
+            f"{rss['accepted']:,} accepted, the others shed with a 503 by the in-flight bound): **{rss['rss_mib']:.0f} MiB** resident "
+            f"(before they opened: {rss['rss_idle_mib']:.0f} MiB).",
         ]
     lines += [
         "",
@@ -297,9 +327,10 @@ def report(machine_info, bench, locust, rss, files, args):
         "```",
         "",
         f"{locust['users']} users per path, no wait between votes (each user one connection, one vote at a",
-        "time). Locust's own Python client is the bottleneck on this machine long before any producer",
-        "is, so its requests/s compare the paths under the same client cost rather than measure their",
-        "capacity; `votectl bench` above measures the capacity.",
+        "time). Locust's figures include its own client's cost on the same two cores: FastHttpUser",
+        "(gevent + geventhttpclient) for REST, grpcio under gevent for gRPC. Where the two tools",
+        "disagree on the order of the paths, it is the clients that differ: `votectl bench` drives",
+        "every path with a Rust client (reqwest, tonic) and measures the producers' capacity.",
         "",
         "| scenario | requests | failures | req/s | p50 ms | p99 ms | votectl bench votes/s at 64 |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
@@ -362,6 +393,12 @@ def report(machine_info, bench, locust, rss, files, args):
         + "The broker, the consumer and the stores do the same work per vote whichever producer it came through"
         " (their rows differ with the rate they ran at, not with the path).",
         "",
+        "## The issue's goals, from this run",
+        "",
+        "| goal | measured | |",
+        "| --- | --- | --- |",
+        *goals(rn, rg, open_loop, rss),
+        "",
         "## When to choose which path",
         "",
         "- **gRPC** for service-to-service traffic you control both ends of: a typed contract,",
@@ -395,10 +432,18 @@ def main():
     parser.add_argument("--connections", type=int, default=1000, help="open connections for the host's memory figure")
     parser.add_argument("--out", default=str(ROOT / "docs" / "comparison.md"))
     parser.add_argument("--note", default=os.environ.get("VOTES_COMPARE_NOTE", ""), help="a sentence about the run (e.g. a busy machine)")
+    parser.add_argument("--render-only", action="store_true", help="rewrite the report from the last run's results in reports/compare")
     args = parser.parse_args()
 
     raw = ROOT / "reports" / "compare"
     raw.mkdir(parents=True, exist_ok=True)
+    if args.render_only:
+        stored = json.loads((raw / "machine.json").read_text())
+        bench, locust = json.loads((raw / "bench.json").read_text()), json.loads((raw / "loadtest.json").read_text())
+        files = plots(bench, Path(args.out).with_suffix(""))
+        Path(args.out).write_text(report(stored["machine"], bench, locust, stored["host_rss"], files, args))
+        say(f"rewrote {args.out} from the results stored in {raw}")
+        return
     info = machine(args.votectl)
     done = subprocess.run([args.votectl, "status", "--json"], capture_output=True, text=True)
     status = {p["part"]: p for p in json.loads(done.stdout or "[]")}
@@ -430,7 +475,7 @@ def main():
     info["load_after"] = os.getloadavg()
     files = plots(bench, Path(args.out).with_suffix(""))
     Path(args.out).write_text(report(info, bench, locust, rss, files, args))
-    (raw / "machine.json").write_text(json.dumps({"machine": info, "host_rss": rss}, indent=2))
+    (raw / "machine.json").write_text(json.dumps({"machine": info, "host_rss": rss, "note": args.note}, indent=2))
     say(f"wrote {args.out} and {Path(args.out).with_suffix('')}/*.png")
 
 

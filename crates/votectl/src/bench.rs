@@ -34,15 +34,19 @@ struct PathRuns {
     cpu_us_per_vote: BTreeMap<&'static str, f64>,
 }
 
-/// One step of the concurrency sweep.
+/// One step of the concurrency sweep. Above a producer's bound on requests in flight (the
+/// host's `--max-in-flight`, 192 by default) the excess is shed with a fast 503: counted in
+/// `failed`, not in `votes_per_second`.
 #[derive(Debug, Serialize)]
 struct SweepStep {
     path: &'static str,
     concurrency: usize,
+    /// Accepted votes per second.
     votes_per_second: f64,
     latency_p50_ms: f64,
     latency_p99_ms: f64,
     failed: u64,
+    first_failure: Option<String>,
 }
 
 /// One open-loop run and the consumer's vote-to-visible latency during it.
@@ -253,15 +257,22 @@ pub async fn run(config: &StackConfig, args: BenchArgs) -> anyhow::Result<()> {
         for &path in &paths {
             let (report, _) = bench.measured_cast(path, args.sweep_count, concurrency).await?;
             if bench.show {
-                println!("sweep: {} at {concurrency}: {:.0} votes/s, p99 {:.2} ms", path.name(), report.votes_per_second, report.latency_p99_ms);
+                println!(
+                    "sweep: {} at {concurrency}: {:.0} votes/s accepted, p99 {:.2} ms, {} failed",
+                    path.name(),
+                    report.accepted_per_second,
+                    report.latency_p99_ms,
+                    report.failed
+                );
             }
             sweep.push(SweepStep {
                 path: path.name(),
                 concurrency,
-                votes_per_second: report.votes_per_second,
+                votes_per_second: report.accepted_per_second,
                 latency_p50_ms: report.latency_p50_ms,
                 latency_p99_ms: report.latency_p99_ms,
                 failed: report.failed,
+                first_failure: report.first_failure,
             });
         }
     }
@@ -312,10 +323,9 @@ pub async fn run(config: &StackConfig, args: BenchArgs) -> anyhow::Result<()> {
         counted,
     };
     print(&report, args.json)?;
-    let failed: u64 = report.paths.iter().flat_map(|p| &p.runs).map(|r| r.failed).sum::<u64>()
-        + report.sweep.iter().map(|s| s.failed).sum::<u64>()
-        + report.open_loop.iter().map(|o| o.run.failed).sum::<u64>();
-    anyhow::ensure!(failed == 0, "{failed} votes failed");
+    // The sweep's failures are reported, not fatal: above a producer's bound it sheds by design.
+    let failed: u64 = report.paths.iter().flat_map(|p| &p.runs).map(|r| r.failed).sum::<u64>() + report.open_loop.iter().map(|o| o.run.failed).sum::<u64>();
+    anyhow::ensure!(failed == 0, "{failed} votes failed in the rounds or the open-loop runs");
     anyhow::ensure!(
         report.counted == report.accepted,
         "count mismatch: the producers accepted {} votes but the consumer's total moved by {} (other traffic on the stack, or votes lost or counted twice)",

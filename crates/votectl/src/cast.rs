@@ -33,6 +33,8 @@ pub struct CastReport {
     pub first_failure: Option<String>,
     pub seconds: f64,
     pub votes_per_second: f64,
+    /// Accepted votes per second (below `votes_per_second` when some were refused or shed).
+    pub accepted_per_second: f64,
     pub latency_p50_ms: f64,
     pub latency_p99_ms: f64,
     pub latency_max_ms: f64,
@@ -108,6 +110,7 @@ pub async fn cast(config: &StackConfig, path: ProducerPath, votes: &[Vote], coun
         first_failure: None,
         seconds: 0.0,
         votes_per_second: 0.0,
+        accepted_per_second: 0.0,
         latency_p50_ms: 0.0,
         latency_p99_ms: 0.0,
         latency_max_ms: 0.0,
@@ -140,6 +143,7 @@ pub async fn cast(config: &StackConfig, path: ProducerPath, votes: &[Vote], coun
     let elapsed = started.elapsed().max(Duration::from_micros(1));
     report.seconds = elapsed.as_secs_f64();
     report.votes_per_second = report.sent as f64 / report.seconds;
+    report.accepted_per_second = report.accepted as f64 / report.seconds;
     report.latency_p50_ms = latencies.value_at_quantile(0.50) as f64 / 1000.0;
     report.latency_p99_ms = latencies.value_at_quantile(0.99) as f64 / 1000.0;
     report.latency_max_ms = latencies.max() as f64 / 1000.0;
