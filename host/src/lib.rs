@@ -12,6 +12,9 @@
 //! 3. The reply streams back with the serving version in `x-component-version`; [`metrics`]
 //!    records the instantiate and execute times.
 //!
+//! With `--native`, [`native`] answers the same endpoints with native code over the same
+//! `vote_core::rest` rules, HTTP server, limits and publisher: the baseline that prices the sandbox.
+//!
 //! [`admin`] serves the loopback admin API (bearer token) that deploys, lists and rolls back
 //! components; a new one is compiled and checked off the request path, then swapped in
 //! atomically while requests in flight finish on the version they started with. With a fleet
@@ -20,6 +23,7 @@
 pub mod admin;
 pub mod fleet;
 pub mod metrics;
+pub mod native;
 pub mod publisher;
 pub mod registry;
 pub mod runtime;

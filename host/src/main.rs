@@ -91,6 +91,11 @@ struct Args {
     /// Create the fleet topic (one partition, compacted, replication 1) when it is missing.
     #[arg(long, env = "VOTES_HOST_FLEET_CREATE_TOPIC")]
     fleet_create_topic: bool,
+    /// Answer the REST endpoints with native code over the same rules, server, limits and
+    /// publisher instead of the component (the baseline that prices the sandbox; votes go on path
+    /// `native`). The component is still loaded but never called; no admin API, no fleet.
+    #[arg(long, env = "VOTES_HOST_NATIVE", conflicts_with = "fleet_topic")]
+    native: bool,
     /// Check the flags and environment, print the effective configuration and exit (touches no
     /// network and no file).
     #[arg(long)]
@@ -169,7 +174,7 @@ async fn main() -> anyhow::Result<()> {
         request_timeout: Duration::from_millis(args.request_timeout_ms),
         max_instances: args.max_instances,
     };
-    let metrics = Metrics::new();
+    let metrics = if args.native { Metrics::for_path(vote_core::Path::Native.as_str()) } else { Metrics::new() };
     let runtime = Arc::new(Runtime::new(limits, publisher.clone(), args.allowed_topics.clone())?.count_votes(metrics.votes.clone()));
     let bytes = std::fs::read(&args.component).with_context(|| format!("reading {}", args.component.display()))?;
     let first = Registry::load(&runtime, bytes, ()).await.with_context(|| format!("loading {}", args.component.display()))?;
@@ -185,17 +190,22 @@ async fn main() -> anyhow::Result<()> {
         None => None,
     };
 
-    if let Some(token) = admin_token(&args)? {
+    let token = if args.native { None } else { admin_token(&args)? };
+    if let Some(token) = token {
         let router = host::admin::router(runtime.clone(), registry.clone(), metrics.clone(), token, Duration::from_millis(args.deploy_timeout_ms), fleet);
         let bound = vote_service::spawn_http(args.admin_addr, router, shutdown.clone()).await?;
         tracing::info!(%bound, "admin API on http://{bound}/components");
     } else {
-        tracing::warn!("no admin token: the admin API is off");
+        tracing::warn!(native = args.native, "no admin token (or --native): the admin API is off");
     }
 
     let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
     tracing::info!(addr = %listener.local_addr()?, brokers = %args.brokers, "votes-host serving");
-    let server = Arc::new(Server { runtime, registry, metrics, gate: Gate::new(serve_limits) });
+    let native = args.native.then(|| host::native::NativeRest::new(publisher.clone(), metrics.votes.clone()));
+    if native.is_some() {
+        tracing::info!(producer = host::native::PRODUCER, "answering the REST endpoints natively (--native)");
+    }
+    let server = Arc::new(Server { runtime, registry, metrics, gate: Gate::new(serve_limits), native });
     host::serve::serve(listener, server, shutdown).await;
     publisher.flush(settings.timeout);
     tracing::info!("votes-host stopped");

@@ -50,6 +50,11 @@ fn buckets() -> Vec<f64> {
 
 impl Metrics {
     pub fn new() -> Self {
+        Self::for_path(PATH)
+    }
+
+    /// The metrics of a host whose votes go on `path` (`native` for the baseline).
+    pub fn for_path(path: &str) -> Self {
         let registry = Registry::new();
         let histogram = |name: &str, help: &str| {
             let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets()), &["version"]).expect("valid metric");
@@ -85,7 +90,7 @@ impl Metrics {
         registry.register(Box::new(connections.clone())).expect("metric registered once");
         registry.register(Box::new(in_flight.clone())).expect("metric registered once");
         registry.register(Box::new(serving_since.clone())).expect("metric registered once");
-        let votes = VoteMetrics::register(&registry, PATH);
+        let votes = VoteMetrics::register(&registry, path);
         Self {
             registry,
             requests,

@@ -165,6 +165,8 @@ pub struct Server {
     pub registry: Arc<Registry>,
     pub metrics: Metrics,
     pub gate: Gate,
+    /// The native baseline answering instead of the component (`--native`).
+    pub native: Option<crate::native::NativeRest>,
 }
 
 impl Server {
@@ -184,13 +186,22 @@ impl Server {
             _ => {}
         }
         let component = self.registry.current();
-        let version = component.version.as_str();
+        let version = match self.native {
+            Some(_) => crate::native::PRODUCER,
+            None => component.version.as_str(),
+        };
         let mut response = match self.read_body(request).await {
             Err(refused) => refused,
             Ok(request) => match self.gate.try_in_flight() {
                 None => {
                     self.metrics.shed.with_label_values(&[Shed::InFlight.label()]).inc();
                     overloaded(Shed::InFlight)
+                }
+                Some(place) if self.native.is_some() => {
+                    let native = self.native.as_ref().expect("checked");
+                    let response = native.handle(request, started).await;
+                    drop(place);
+                    response
                 }
                 Some(place) => match call_component(&self.runtime, &component.pre, request, Some((&self.metrics, version)), place).await {
                     Ok(response) => response,
@@ -250,7 +261,10 @@ impl Server {
     /// the last second, so a load balancer sends new clients elsewhere; `200` otherwise.
     fn readiness(&self) -> Response<HyperOutgoingBody> {
         let saturation = self.gate.saturation();
-        let version = self.registry.current().version.clone();
+        let version = match self.native {
+            Some(_) => crate::native::PRODUCER.to_owned(),
+            None => self.registry.current().version.clone(),
+        };
         if saturation.saturated {
             return unavailable(serde_json::json!({ "status": "saturated", "version": version, "limits": saturation }));
         }

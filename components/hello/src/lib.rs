@@ -3,7 +3,7 @@
 
 use rest_kit::bindings::exports::wasi::http::incoming_handler::Guest;
 use rest_kit::bindings::wasi::http::types::{IncomingRequest, ResponseOutparam};
-use rest_kit::http::Reply;
+use rest_kit::http::{Reply, SendReply};
 
 struct Hello;
 

@@ -4,7 +4,7 @@
 
 use rest_kit::bindings::exports::wasi::http::incoming_handler::Guest;
 use rest_kit::bindings::wasi::http::types::{IncomingRequest, ResponseOutparam};
-use rest_kit::http::{path, Reply};
+use rest_kit::http::{path, Reply, SendReply};
 
 /// How long `/sleep` waits, in nanoseconds (1.5 s).
 const SLEEP: u64 = 1_500_000_000;

@@ -5,34 +5,18 @@ use crate::bindings::wasi::http::types::{
 };
 use crate::bindings::wasi::io::streams::StreamError;
 
-/// A reply to send: status, extra headers and a body (JSON unless a header says otherwise).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Reply {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
+pub use vote_core::rest::{Reply, RequestHead};
+
+/// Sending a [`Reply`] through `wasi:http`.
+pub trait SendReply {
+    /// Sends the reply through the response outparam.
+    fn send(self, out: ResponseOutparam);
 }
 
-impl Reply {
-    /// A JSON reply.
-    pub fn json(status: u16, value: &serde_json::Value) -> Self {
-        Self { status, headers: Vec::new(), body: value.to_string().into_bytes() }
-    }
-
-    /// A JSON error naming the field (or `body`) and the reason.
-    pub fn error(status: u16, field: &str, reason: &str) -> Self {
-        Self::json(status, &serde_json::json!({ "error": reason, "field": field }))
-    }
-
-    pub fn with_header(mut self, name: &str, value: &str) -> Self {
-        self.headers.push((name.to_owned(), value.to_owned()));
-        self
-    }
-
-    /// Sends the reply through the response outparam. A body the stream can take at once is
-    /// written and finished before the response is handed over, so the host sends head and
-    /// body together; a larger one streams after the head.
-    pub fn send(self, out: ResponseOutparam) {
+impl SendReply for Reply {
+    /// A body the stream can take at once is written and finished before the response is
+    /// handed over, so the host sends head and body together; a larger one streams after the head.
+    fn send(self, out: ResponseOutparam) {
         let mut fields: Vec<(String, Vec<u8>)> = vec![
             ("content-type".into(), b"application/json".to_vec()),
             ("content-length".into(), self.body.len().to_string().into_bytes()),
@@ -86,37 +70,20 @@ pub fn path(request: &IncomingRequest) -> String {
 
 /// The request headers a producer uses (body type and length, the client's idempotency key),
 /// read through one `headers()` handle: every call into the host costs, per request.
-#[derive(Debug, Clone, Default)]
-pub struct RequestHeaders {
-    pub content_type: Option<String>,
-    pub content_length: Option<usize>,
-    pub idempotency_key: Option<String>,
-}
-
-impl RequestHeaders {
-    pub fn of(request: &IncomingRequest) -> Self {
-        let headers = request.headers();
-        let first = |name: &str| headers.get(name).first().map(|v| String::from_utf8_lossy(v).into_owned());
-        Self {
-            content_type: first("content-type"),
-            content_length: first("content-length").and_then(|v| v.trim().parse().ok()),
-            idempotency_key: first(vote_core::IDEMPOTENCY_KEY_HEADER),
-        }
-    }
-
-    /// Whether the body is JSON (`application/json`, any parameters).
-    pub fn is_json(&self) -> bool {
-        self.content_type
-            .as_deref()
-            .map(|v| v.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/json"))
-            .unwrap_or(false)
+pub fn request_head(request: &IncomingRequest) -> RequestHead {
+    let headers = request.headers();
+    let first = |name: &str| headers.get(name).first().map(|v| String::from_utf8_lossy(v).into_owned());
+    RequestHead {
+        content_type: first("content-type"),
+        content_length: first("content-length").and_then(|v| v.trim().parse().ok()),
+        idempotency_key: first(vote_core::IDEMPOTENCY_KEY_HEADER),
     }
 }
 
 /// Reads the whole body, refusing more than `limit` bytes with `413`. A body with a declared
 /// length is done once that many bytes arrived, without another read to learn it ended.
-pub fn read_body(request: &IncomingRequest, headers: &RequestHeaders, limit: usize) -> Result<Vec<u8>, Reply> {
-    let too_large = || Reply::error(413, "body", &format!("the body is larger than the limit of {limit} bytes"));
+pub fn read_body(request: &IncomingRequest, headers: &RequestHead, limit: usize) -> Result<Vec<u8>, Reply> {
+    let too_large = || vote_core::rest::too_large(limit);
     if headers.content_length.is_some_and(|length| length > limit) {
         return Err(too_large());
     }

@@ -40,6 +40,11 @@ struct Args {
     /// How long a batch waits for more messages after its first, in milliseconds.
     #[arg(long, env = "VOTES_CONSUMER_BATCH_LINGER_MS", default_value_t = 20)]
     batch_linger_ms: u64,
+    /// The longest the broker may hold a fetch that finds nothing new, in milliseconds
+    /// (librdkafka's fetch.wait.max.ms, whose own default is 500): a bound on how late a vote is
+    /// seen, paid for with more fetch requests while idle.
+    #[arg(long, env = "VOTES_CONSUMER_FETCH_WAIT_MS", default_value_t = 20)]
+    fetch_wait_ms: u64,
     /// How long vote ids are remembered for deduplication of client retries, in seconds.
     #[arg(long, env = "VOTES_CONSUMER_SEEN_TTL_SECS", default_value_t = vote_store::counters::DEFAULT_SEEN_TTL.as_secs())]
     seen_ttl_secs: u64,
@@ -102,6 +107,7 @@ async fn main() -> anyhow::Result<()> {
         mongo_url: args.mongo_url,
         batch_max: args.batch_max.max(1),
         batch_linger: Duration::from_millis(args.batch_linger_ms),
+        fetch_wait: Duration::from_millis(args.fetch_wait_ms),
         seen_ttl: Duration::from_secs(args.seen_ttl_secs),
         session_timeout: Duration::from_millis(args.session_timeout_ms),
         pause_before_commit: Duration::from_millis(args.pause_before_commit_ms),

@@ -38,6 +38,9 @@ pub struct Settings {
     pub batch_max: usize,
     /// How long a batch waits for more messages after its first one.
     pub batch_linger: Duration,
+    /// The longest the broker holds a fetch that found nothing new (`fetch.wait.max.ms`): how
+    /// late a vote arriving at an idle partition is seen, at worst.
+    pub fetch_wait: Duration,
     /// How long a vote id is remembered for deduplication.
     pub seen_ttl: Duration,
     /// How long the group coordinator waits for a heartbeat before it drops this member.
@@ -100,6 +103,7 @@ pub async fn run(settings: Settings, metrics: Metrics, health: Health, shutdown:
         .context("creating the dead-letter producer")?;
     let consumer: VoteConsumer = vote_kafka::consumer_config(&settings.brokers, &settings.group)
         .set("session.timeout.ms", settings.session_timeout.as_millis().to_string())
+        .set("fetch.wait.max.ms", settings.fetch_wait.as_millis().to_string())
         .create_with_context(GroupLog)
         .context("creating the Kafka consumer")?;
     consumer.subscribe(&[&settings.topic]).context("subscribing to the votes topic")?;

@@ -55,6 +55,14 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
+/// A program of the project's Python venv (`.venv/bin/NAME`, made by `make setup`); panics with
+/// the command that installs it when it is missing.
+pub fn venv_program(name: &str) -> PathBuf {
+    let path = vote_stack::config::repo_root().join(".venv/bin").join(name);
+    assert!(path.is_file(), "{} is missing: run `make setup` (bash scripts/setup.sh), which creates .venv with it", path.display());
+    path
+}
+
 /// Where tests leave files for a person to look at (screenshots): `<target>/e2e-artifacts`.
 pub fn artifacts_dir() -> PathBuf {
     let dir = bin_dir().parent().expect("the target directory").join("e2e-artifacts");
@@ -111,6 +119,7 @@ impl TestStack {
         config.consumer_metrics_port = free_port();
         config.host_port = free_port();
         config.host_admin_port = free_port();
+        config.native_port = free_port();
         config.results_port = free_port();
         config.prometheus_port = free_port();
         let supervisor = Supervisor::attached(&config.state_dir);
@@ -168,6 +177,16 @@ impl TestStack {
         vote_stack::stack::wait_ready(&config, &self.supervisor, Part::Host).await.expect("votes-host ready");
     }
 
+    /// Starts the host's native REST baseline (`votes-host --native`) on the stack's native
+    /// port with extra flags; waits until it is ready.
+    pub async fn start_native_host(&self, extra_args: &[&str]) {
+        let mut config = self.config.clone();
+        config.component = component("vote_rest");
+        let launch = config.launch(Part::NativeHost).args(extra_args);
+        self.supervisor.spawn(&launch).expect("starting votes-host --native");
+        vote_stack::stack::wait_ready(&config, &self.supervisor, Part::NativeHost).await.expect("votes-host --native ready");
+    }
+
     /// Starts the results web app with the stack's settings and extra flags; waits until its
     /// `/healthz` answers (Redis and MongoDB reachable, live poller reading).
     pub async fn start_results(&self, extra_args: &[&str]) {
@@ -182,6 +201,29 @@ impl TestStack {
         let status = response.status().as_u16();
         let version = response.headers().get("x-component-version").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
         (status, version, response.json().await.unwrap_or_default())
+    }
+
+    /// The flags that point `votectl` at this stack (state directory and every port).
+    pub fn votectl_args(&self) -> Vec<String> {
+        let c = &self.config;
+        let mut args = vec!["--state-dir".to_owned(), c.state_dir.display().to_string()];
+        for (flag, port) in [
+            ("--kafka-port", c.kafka_port),
+            ("--redis-port", c.redis_port),
+            ("--mongo-port", c.mongo_port),
+            ("--grpc-port", c.grpc_port),
+            ("--grpc-metrics-port", c.grpc_metrics_port),
+            ("--consumer-metrics-port", c.consumer_metrics_port),
+            ("--host-port", c.host_port),
+            ("--host-admin-port", c.host_admin_port),
+            ("--native-port", c.native_port),
+            ("--results-port", c.results_port),
+            ("--prometheus-port", c.prometheus_port),
+        ] {
+            args.push(flag.to_owned());
+            args.push(port.to_string());
+        }
+        args
     }
 
     /// An admin API request with the test token.

@@ -18,6 +18,9 @@ pub enum Path {
     Wasm,
     /// The native tonic gRPC producer.
     Grpc,
+    /// The host's native REST baseline (`votes-host --native`): the component's rules without
+    /// the sandbox, for measuring what the sandbox costs.
+    Native,
 }
 
 impl Path {
@@ -25,6 +28,7 @@ impl Path {
         match self {
             Path::Wasm => "wasm",
             Path::Grpc => "grpc",
+            Path::Native => "native",
         }
     }
 }

@@ -8,12 +8,16 @@
 //!    client's [`idempotency`] key derives, and encode it for Kafka; the consumer decodes it with
 //!    the same code.
 //!
+//! [`rest`] holds the REST endpoints' rules (routing, checks, replies) that the wasm component
+//! and the host's native baseline share.
+//!
 //! The crate has no I/O and builds for `wasm32-wasip2`, so the REST component and the native gRPC
 //! producer apply exactly the same rules.
 
 pub mod event;
 pub mod idempotency;
 pub mod input;
+pub mod rest;
 pub mod rules;
 
 /// The message types generated from `proto/votes.proto` (package `votes.v1`).

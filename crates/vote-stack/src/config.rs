@@ -20,6 +20,8 @@ pub const DEFAULT_CONSUMER_METRICS_PORT: u16 = 9101;
 pub const DEFAULT_HOST_PORT: u16 = 8080;
 /// wasm host admin API port (loopback).
 pub const DEFAULT_HOST_ADMIN_PORT: u16 = 8081;
+/// The native REST baseline's HTTP port (`votes-host --native`, `POST /votes`).
+pub const DEFAULT_NATIVE_PORT: u16 = 8082;
 /// Results web app port (the page, its JSON API, `/healthz`, `/metrics`).
 pub const DEFAULT_RESULTS_PORT: u16 = 8088;
 /// Prometheus port (its UI and `/api/v1/query`).
@@ -35,6 +37,8 @@ pub enum Part {
     GrpcProducer,
     /// The wasmtime host running the REST producer component.
     Host,
+    /// The same host answering natively (`--native`): the baseline that prices the sandbox.
+    NativeHost,
     /// The results web app (live page and log search).
     Results,
     /// Prometheus, scraping every service of the stack.
@@ -42,7 +46,8 @@ pub enum Part {
 }
 
 impl Part {
-    pub const ALL: [Part; 8] = [Part::Kafka, Part::Redis, Part::Mongo, Part::Consumer, Part::GrpcProducer, Part::Host, Part::Results, Part::Prometheus];
+    pub const ALL: [Part; 9] =
+        [Part::Kafka, Part::Redis, Part::Mongo, Part::Consumer, Part::GrpcProducer, Part::Host, Part::NativeHost, Part::Results, Part::Prometheus];
     /// The backing servers (reused when one already answers).
     pub const SERVERS: [Part; 3] = [Part::Kafka, Part::Redis, Part::Mongo];
 
@@ -55,6 +60,7 @@ impl Part {
             Part::Consumer => "consumer",
             Part::GrpcProducer => "grpc-producer",
             Part::Host => "wasm-host",
+            Part::NativeHost => "native-host",
             Part::Results => "results",
             Part::Prometheus => "prometheus",
         }
@@ -76,6 +82,7 @@ pub struct StackConfig {
     pub consumer_metrics_port: u16,
     pub host_port: u16,
     pub host_admin_port: u16,
+    pub native_port: u16,
     pub results_port: u16,
     pub prometheus_port: u16,
     /// The component the host serves first.
@@ -137,6 +144,7 @@ impl StackConfig {
             consumer_metrics_port: DEFAULT_CONSUMER_METRICS_PORT,
             host_port: DEFAULT_HOST_PORT,
             host_admin_port: DEFAULT_HOST_ADMIN_PORT,
+            native_port: DEFAULT_NATIVE_PORT,
             results_port: DEFAULT_RESULTS_PORT,
             prometheus_port: DEFAULT_PROMETHEUS_PORT,
             component: default_component(&bin_dir),
@@ -177,6 +185,10 @@ impl StackConfig {
     pub fn host_url(&self) -> String {
         self.http_url(self.host_port)
     }
+    /// The native REST baseline, without a path.
+    pub fn native_url(&self) -> String {
+        self.http_url(self.native_port)
+    }
     /// The results page (and its `/api/...`, `/healthz`, `/metrics`), without a path.
     pub fn results_url(&self) -> String {
         self.http_url(self.results_port)
@@ -216,6 +228,7 @@ impl StackConfig {
             Part::Consumer => self.consumer_metrics_port,
             Part::GrpcProducer => self.grpc_port,
             Part::Host => self.host_port,
+            Part::NativeHost => self.native_port,
             Part::Results => self.results_port,
             Part::Prometheus => self.prometheus_port,
         }
@@ -266,6 +279,13 @@ impl StackConfig {
                 .env("VOTES_HOST_ADMIN_ADDR", format!("127.0.0.1:{}", self.host_admin_port))
                 .env("VOTES_ADMIN_TOKEN_FILE", self.admin_token_path().display().to_string())
                 .env("VOTES_HOST_DRAIN_TIMEOUT_MS", crate::stack::HOST_DRAIN.as_millis().to_string()),
+            // The same binary and component, answering natively; no admin API.
+            Part::NativeHost => Launch::new(part.name(), self.bin_dir.join("votes-host"))
+                .args(["--native"])
+                .env("VOTES_KAFKA_BROKERS", self.brokers())
+                .env("VOTES_HOST_COMPONENT", self.component.display().to_string())
+                .env("VOTES_HOST_ADDR", format!("{host}:{}", self.native_port))
+                .env("VOTES_HOST_DRAIN_TIMEOUT_MS", crate::stack::HOST_DRAIN.as_millis().to_string()),
             Part::Results => Launch::new(part.name(), self.bin_dir.join("results"))
                 .env("VOTES_REDIS_URL", self.redis_url())
                 .env("VOTES_MONGO_URL", self.mongo_url())
@@ -288,7 +308,7 @@ impl StackConfig {
             Part::Redis => "install Redis with `make setup` (apt-get install redis-server) or set VOTES_REDIS_BIN",
             Part::Mongo => "create the Python venv with `make setup` (.venv with pip install nx-27017) or set VOTES_NX_BIN",
             Part::Consumer | Part::GrpcProducer | Part::Results => "build the project with `make build`",
-            Part::Host => "build the host and the components with `make build` (the component is built for wasm32-wasip2)",
+            Part::Host | Part::NativeHost => "build the host and the components with `make build` (the component is built for wasm32-wasip2)",
             Part::Prometheus => "install Prometheus with `make setup` (apt-get install prometheus) or set VOTES_PROMETHEUS_BIN",
         }
     }

@@ -59,6 +59,7 @@ pub async fn part(config: &StackConfig, part: Part) -> anyhow::Result<()> {
         Part::Mongo => mongo(&config.mongo_url()).await,
         Part::Consumer => http_ok(&format!("{}/healthz", config.consumer_http_url())).await,
         Part::Host => http_ok(&format!("{}/readyz", config.host_url())).await,
+        Part::NativeHost => http_ok(&format!("{}/readyz", config.native_url())).await,
         Part::Results => http_ok(&format!("{}/healthz", config.results_url())).await,
         Part::Prometheus => http_ok(&format!("{}/-/ready", config.prometheus_url())).await,
         Part::GrpcProducer => {

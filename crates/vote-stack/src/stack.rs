@@ -40,6 +40,7 @@ fn address(config: &StackConfig, part: Part) -> String {
         Part::Consumer => format!("{}/metrics", config.consumer_http_url()),
         Part::GrpcProducer => config.grpc_url(),
         Part::Host => format!("{}/votes", config.host_url()),
+        Part::NativeHost => format!("{}/votes", config.native_url()),
         Part::Results => format!("{}/", config.results_url()),
         Part::Prometheus => config.prometheus_url(),
     }
@@ -127,8 +128,8 @@ fn ensure_admin_token(config: &StackConfig) -> anyhow::Result<()> {
 }
 
 /// What the host says it serves (`/readyz`), for `status`.
-async fn serving_version(config: &StackConfig) -> Option<String> {
-    let body: serde_json::Value = reqwest::get(format!("{}/readyz", config.host_url())).await.ok()?.json().await.ok()?;
+async fn serving_version(url: &str) -> Option<String> {
+    let body: serde_json::Value = reqwest::get(format!("{url}/readyz")).await.ok()?.json().await.ok()?;
     body["version"].as_str().map(|v| format!("serving {v}"))
 }
 
@@ -192,7 +193,8 @@ pub async fn status(config: &StackConfig, supervisor: &Supervisor) -> Vec<PartSt
             healthy: probe.is_ok(),
             detail: match probe {
                 Err(error) => format!("{error:#}"),
-                Ok(()) if part == Part::Host => serving_version(config).await.unwrap_or_default(),
+                Ok(()) if part == Part::Host => serving_version(&config.host_url()).await.unwrap_or_default(),
+                Ok(()) if part == Part::NativeHost => serving_version(&config.native_url()).await.unwrap_or_default(),
                 Ok(()) if part == Part::Prometheus => scrape_health(config).await,
                 Ok(()) => String::new(),
             },

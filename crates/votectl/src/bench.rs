@@ -1,47 +1,123 @@
-//! `votectl bench`: the gRPC producer and the wasm REST producer measured in alternating rounds
-//! with the same votes and concurrency, each run starting with the consumer caught up, plus the
-//! host's own per-request cost from its metrics and a check that every accepted vote was counted.
+//! `votectl bench`: the producers (wasm REST, native REST, gRPC) measured in rotating rounds with
+//! the same votes and concurrency, each run starting with the consumer caught up; optionally a
+//! concurrency sweep and an open-loop run per path; the CPU each process of the stack spends per
+//! vote, the producers' peak memory, the host's per-request cost, the consumer's vote-to-visible
+//! latency, and a check that every accepted vote was counted exactly once (exit 1 otherwise).
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use serde::Serialize;
 use redis::aio::MultiplexedConnection;
+use serde::Serialize;
+use vote_core::proto::Vote;
 use vote_stack::StackConfig;
 
 use crate::cast::{cast, CastReport};
 use crate::cli::{BenchArgs, ProducerPath};
-use crate::dataset;
-use crate::results;
+use crate::open_loop::{self, OpenLoopReport};
+use crate::procstat::{self, PeakRss};
+use crate::{dataset, results};
 
 /// How long a run may wait for the consumer to count the votes already accepted.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// One round: both producers, in the order they ran.
+/// One path's runs at the main concurrency, and what they cost.
 #[derive(Debug, Serialize)]
-struct Round {
-    grpc: CastReport,
-    rest: CastReport,
-    /// REST throughput as a share of gRPC's in this round.
-    rest_vs_grpc: f64,
+struct PathRuns {
+    path: &'static str,
+    runs: Vec<CastReport>,
+    /// The median run's throughput.
+    votes_per_second: f64,
+    /// CPU per accepted vote of each process of the stack over this path's runs, in µs (each
+    /// run's window ends when the consumer has counted its votes).
+    cpu_us_per_vote: BTreeMap<&'static str, f64>,
+}
+
+/// One step of the concurrency sweep. Above a producer's bound on requests in flight (the
+/// host's `--max-in-flight`, 192 by default) the excess is shed with a fast 503: counted in
+/// `failed`, not in `votes_per_second`.
+#[derive(Debug, Serialize)]
+struct SweepStep {
+    path: &'static str,
+    concurrency: usize,
+    /// Accepted votes per second.
+    votes_per_second: f64,
+    latency_p50_ms: f64,
+    latency_p99_ms: f64,
+    failed: u64,
+    first_failure: Option<String>,
+}
+
+/// One open-loop run and the consumer's vote-to-visible latency during it.
+#[derive(Debug, Serialize)]
+struct OpenLoop {
+    #[serde(flatten)]
+    run: OpenLoopReport,
+    /// Received at the producer to counted in Redis (the consumer's `vote_visible_seconds`), ms.
+    visible_p50_ms: Option<f64>,
+    visible_p99_ms: Option<f64>,
 }
 
 /// The comparison `bench` prints.
 #[derive(Debug, Serialize)]
 struct BenchReport {
-    rounds: Vec<Round>,
-    /// Medians over the rounds.
-    grpc_votes_per_second: f64,
-    rest_votes_per_second: f64,
-    /// The median round's REST throughput as a share of gRPC's.
-    rest_vs_grpc: f64,
-    /// Mean per-request instantiate and execute time inside the host, in ms.
+    concurrency: usize,
+    count: u64,
+    rounds: usize,
+    paths: Vec<PathRuns>,
+    /// Throughput ratios of the median rounds (e.g. `rest/native`, `rest/grpc`).
+    ratios: BTreeMap<String, f64>,
+    sweep: Vec<SweepStep>,
+    open_loop: Vec<OpenLoop>,
+    /// Mean per-request instantiate and execute time inside the wasm host, in ms.
     host_instantiate_ms: Option<f64>,
     host_execute_ms: Option<f64>,
-    /// Votes accepted by both producers during the bench (warm-up included) and how far the
+    /// Peak resident memory of the producers since they started (`VmHWM`), MiB.
+    peak_rss_mib: PeakRss,
+    /// Votes accepted by the producers during the bench (warm-up included) and how far the
     /// consumer's total moved: equal when nothing was lost or counted twice.
     accepted: u64,
     counted: u64,
+}
+
+/// The lines of a Prometheus histogram's buckets, `le` -> cumulative count, all label sets summed.
+fn buckets(metrics: &str, name: &str) -> Vec<(f64, f64)> {
+    let prefix = format!("{name}_bucket{{");
+    let mut by_le: BTreeMap<String, f64> = BTreeMap::new();
+    for line in metrics.lines().filter(|line| line.starts_with(&prefix)) {
+        let Some(le) = line.split("le=\"").nth(1).and_then(|rest| rest.split('"').next()) else { continue };
+        if let Some(value) = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) {
+            *by_le.entry(le.to_owned()).or_default() += value;
+        }
+    }
+    let mut points: Vec<(f64, f64)> = by_le.into_iter().map(|(le, n)| (if le == "+Inf" { f64::INFINITY } else { le.parse().unwrap_or(f64::INFINITY) }, n)).collect();
+    points.sort_by(|a, b| a.0.total_cmp(&b.0));
+    points
+}
+
+/// The `q` quantile of the observations a histogram gained between two scrapes, in the unit of
+/// its buckets, interpolated within the bucket (as Prometheus' `histogram_quantile`).
+fn quantile_between(before: &str, after: &str, name: &str, q: f64) -> Option<f64> {
+    let old: BTreeMap<u64, f64> = buckets(before, name).into_iter().map(|(le, n)| (le.to_bits(), n)).collect();
+    let delta: Vec<(f64, f64)> = buckets(after, name).into_iter().map(|(le, n)| (le, n - old.get(&le.to_bits()).copied().unwrap_or(0.0))).collect();
+    let total = delta.last()?.1;
+    if total <= 0.0 {
+        return None;
+    }
+    let rank = q * total;
+    let mut lower = (0.0, 0.0);
+    for &(le, count) in &delta {
+        if count >= rank {
+            if le.is_infinite() {
+                return Some(lower.0);
+            }
+            let share = if count > lower.1 { (rank - lower.1) / (count - lower.1) } else { 1.0 };
+            return Some(lower.0 + (le - lower.0) * share);
+        }
+        lower = (le, count);
+    }
+    None
 }
 
 /// `sum / count` of a Prometheus histogram (all label sets together).
@@ -81,63 +157,181 @@ async fn settle(redis: &mut MultiplexedConnection, expected: u64, show: bool) ->
         );
         spinner.set_message(format!("waiting for the consumer: {} votes still to count", expected - total));
         spinner.tick();
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The state of one bench: where the stack is, what was accepted so far, and the processes to
+/// watch.
+struct Bench<'a> {
+    config: &'a StackConfig,
+    votes: Vec<Vote>,
+    redis: MultiplexedConnection,
+    start_total: u64,
+    accepted: u64,
+    groups: BTreeMap<&'static str, u32>,
+    show: bool,
+}
+
+impl Bench<'_> {
+    /// Waits for the consumer to count everything accepted so far.
+    async fn settle(&mut self) -> anyhow::Result<u64> {
+        settle(&mut self.redis, self.start_total + self.accepted, self.show).await
+    }
+
+    /// One closed-loop run, with the CPU each process used until its votes were counted.
+    async fn measured_cast(&mut self, path: ProducerPath, count: u64, concurrency: usize) -> anyhow::Result<(CastReport, BTreeMap<&'static str, f64>)> {
+        self.settle().await?;
+        let before = procstat::cpu_seconds(&self.groups);
+        let report = cast(self.config, path, &self.votes, count, concurrency, self.show).await?;
+        self.accepted += report.accepted;
+        self.settle().await?;
+        let after = procstat::cpu_seconds(&self.groups);
+        let used = after.iter().map(|(name, s)| (*name, s - before.get(name).copied().unwrap_or(0.0))).collect();
+        Ok((report, used))
+    }
+
+    async fn consumer_metrics(&self) -> String {
+        let url = format!("{}/metrics", self.config.consumer_http_url());
+        match reqwest::get(&url).await {
+            Ok(response) => response.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
     }
 }
 
 pub async fn run(config: &StackConfig, args: BenchArgs) -> anyhow::Result<()> {
-    let votes = dataset::load(None)?;
-    let show = !args.json;
+    let mut paths = args.paths.clone();
+    paths.dedup();
+    anyhow::ensure!(!paths.is_empty(), "--paths names no path");
     let mut redis = results::connect(&config.redis_url()).await?;
     let start_total = results::total(&mut redis).await?;
-    let mut accepted = 0;
-    // A short warm-up for both, so connection set-up is not measured.
-    for path in [ProducerPath::Grpc, ProducerPath::Rest] {
-        accepted += cast(config, path, &votes, 500, args.concurrency, false).await?.accepted;
+    let mut bench = Bench { config, votes: dataset::load(None)?, redis, start_total, accepted: 0, groups: procstat::groups(config), show: !args.json };
+    // A short warm-up for each path, so connection set-up is not measured.
+    for &path in &paths {
+        bench.accepted += cast(config, path, &bench.votes, 500, args.concurrency, false).await?.accepted;
     }
-    let round_count = args.rounds.max(1);
-    let mut rounds = Vec::with_capacity(round_count);
-    for round in 0..round_count {
-        // Alternate which producer goes first, so neither always runs on a warmer machine.
-        let order = if round % 2 == 0 { [ProducerPath::Grpc, ProducerPath::Rest] } else { [ProducerPath::Rest, ProducerPath::Grpc] };
-        let (mut grpc, mut rest) = (None, None);
+
+    let rounds = args.rounds.max(1);
+    let mut runs: BTreeMap<&'static str, Vec<(CastReport, BTreeMap<&'static str, f64>)>> = BTreeMap::new();
+    let mut round_ratios: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for round in 0..rounds {
+        // Rotate which path goes first, so none always runs on a warmer machine.
+        let mut order = paths.clone();
+        order.rotate_left(round % paths.len());
+        let mut rates = BTreeMap::new();
         for path in order {
-            settle(&mut redis, start_total + accepted, show).await?;
-            let report = cast(config, path, &votes, args.count, args.concurrency, show).await?;
-            accepted += report.accepted;
-            match path {
-                ProducerPath::Grpc => grpc = Some(report),
-                ProducerPath::Rest => rest = Some(report),
+            let (report, cpu) = bench.measured_cast(path, args.count, args.concurrency).await?;
+            rates.insert(path.name(), report.votes_per_second);
+            runs.entry(path.name()).or_default().push((report, cpu));
+        }
+        for (a, b) in [("rest", "native"), ("rest", "grpc"), ("native", "grpc")] {
+            if let (Some(x), Some(y)) = (rates.get(a), rates.get(b)) {
+                round_ratios.entry(format!("{a}/{b}")).or_default().push(x / y);
             }
         }
-        let (grpc, rest) = (grpc.expect("ran gRPC"), rest.expect("ran REST"));
-        let done = Round { rest_vs_grpc: rest.votes_per_second / grpc.votes_per_second, grpc, rest };
-        if show {
-            println!(
-                "round {}: grpc {:.0} votes/s, rest {:.0} votes/s, rest/grpc {:.0}%",
-                round + 1,
-                done.grpc.votes_per_second,
-                done.rest.votes_per_second,
-                100.0 * done.rest_vs_grpc
-            );
+        if bench.show {
+            let line: Vec<String> = rates.iter().map(|(p, r)| format!("{p} {r:.0} votes/s")).collect();
+            println!("round {}: {}", round + 1, line.join(", "));
         }
-        rounds.push(done);
     }
-    let counted = settle(&mut redis, start_total + accepted, show).await? - start_total;
-    let after = reqwest::get(format!("{}/metrics", config.host_url())).await?.text().await?;
+    let path_runs: Vec<PathRuns> = paths
+        .iter()
+        .map(|path| {
+            let done = runs.remove(path.name()).unwrap_or_default();
+            let votes: u64 = done.iter().map(|(r, _)| r.accepted).sum();
+            let mut cpu: BTreeMap<&'static str, f64> = BTreeMap::new();
+            for (_, used) in &done {
+                for (name, seconds) in used {
+                    *cpu.entry(name).or_default() += seconds;
+                }
+            }
+            let cpu_us_per_vote = procstat::per_vote_us(&BTreeMap::new(), &cpu, votes);
+            let (runs, _): (Vec<CastReport>, Vec<_>) = done.into_iter().unzip();
+            PathRuns { path: path.name(), votes_per_second: median(runs.iter().map(|r| r.votes_per_second).collect()), runs, cpu_us_per_vote }
+        })
+        .collect();
+
+    let mut sweep = Vec::new();
+    for &concurrency in &args.sweep {
+        for &path in &paths {
+            let (report, _) = bench.measured_cast(path, args.sweep_count, concurrency).await?;
+            if bench.show {
+                println!(
+                    "sweep: {} at {concurrency}: {:.0} votes/s accepted, p99 {:.2} ms, {} failed",
+                    path.name(),
+                    report.accepted_per_second,
+                    report.latency_p99_ms,
+                    report.failed
+                );
+            }
+            sweep.push(SweepStep {
+                path: path.name(),
+                concurrency,
+                votes_per_second: report.accepted_per_second,
+                latency_p50_ms: report.latency_p50_ms,
+                latency_p99_ms: report.latency_p99_ms,
+                failed: report.failed,
+                first_failure: report.first_failure,
+            });
+        }
+    }
+
+    let mut open_loop = Vec::new();
+    if args.open_loop_rate.is_some() || args.open_loop_fraction.is_some() {
+        for (&path, runs) in paths.iter().zip(&path_runs) {
+            let rate = args.open_loop_rate.unwrap_or_else(|| runs.votes_per_second * args.open_loop_fraction.unwrap_or(0.5));
+            bench.settle().await?;
+            let before = bench.consumer_metrics().await;
+            let run = open_loop::run(config, path, &bench.votes, rate, Duration::from_secs(args.open_loop_secs), args.open_loop_max_in_flight).await?;
+            bench.accepted += run.accepted;
+            bench.settle().await?;
+            let after = bench.consumer_metrics().await;
+            let visible = |q| quantile_between(&before, &after, "vote_visible_seconds", q).map(|s| s * 1000.0);
+            if bench.show {
+                println!(
+                    "open loop: {} at {:.0} votes/s: p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms",
+                    path.name(),
+                    run.achieved_rate,
+                    run.latency.p50_ms,
+                    run.latency.p99_ms,
+                    run.latency.p99_9_ms,
+                    run.latency.max_ms
+                );
+            }
+            open_loop.push(OpenLoop { visible_p50_ms: visible(0.5), visible_p99_ms: visible(0.99), run });
+        }
+    }
+
+    let counted = bench.settle().await? - start_total;
+    let host_metrics = match reqwest::get(format!("{}/metrics", config.host_url())).await {
+        Ok(response) => response.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    };
     let report = BenchReport {
-        grpc_votes_per_second: median(rounds.iter().map(|r| r.grpc.votes_per_second).collect()),
-        rest_votes_per_second: median(rounds.iter().map(|r| r.rest.votes_per_second).collect()),
-        rest_vs_grpc: median(rounds.iter().map(|r| r.rest_vs_grpc).collect()),
-        host_instantiate_ms: histogram_mean(&after, "host_instantiate_seconds").map(|s| s * 1000.0),
-        host_execute_ms: histogram_mean(&after, "host_execute_seconds").map(|s| s * 1000.0),
-        accepted,
-        counted,
+        concurrency: args.concurrency,
+        count: args.count,
         rounds,
+        ratios: round_ratios.into_iter().map(|(k, v)| (k, median(v))).collect(),
+        paths: path_runs,
+        sweep,
+        open_loop,
+        host_instantiate_ms: histogram_mean(&host_metrics, "host_instantiate_seconds").map(|s| s * 1000.0),
+        host_execute_ms: histogram_mean(&host_metrics, "host_execute_seconds").map(|s| s * 1000.0),
+        peak_rss_mib: procstat::peak_rss(&bench.groups),
+        accepted: bench.accepted,
+        counted,
     };
     print(&report, args.json)?;
-    let failed: u64 = report.rounds.iter().map(|r| r.grpc.failed + r.rest.failed).sum();
-    anyhow::ensure!(failed == 0, "{failed} votes failed");
+    // The sweep's failures are reported, not fatal: above a producer's bound it sheds by design.
+    let failed: u64 = report.paths.iter().flat_map(|p| &p.runs).map(|r| r.failed).sum::<u64>() + report.open_loop.iter().map(|o| o.run.failed).sum::<u64>();
+    anyhow::ensure!(failed == 0, "{failed} votes failed in the rounds or the open-loop runs");
+    anyhow::ensure!(
+        report.counted == report.accepted,
+        "count mismatch: the producers accepted {} votes but the consumer's total moved by {} (other traffic on the stack, or votes lost or counted twice)",
+        report.accepted,
+        report.counted
+    );
     Ok(())
 }
 
@@ -146,20 +340,39 @@ fn print(report: &BenchReport, json: bool) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(report)?);
         return Ok(());
     }
-    println!("\n{:<6} {:>6} {:>10} {:>10} {:>10} {:>8}", "path", "round", "votes/s", "p50 ms", "p99 ms", "failed");
-    for (i, round) in report.rounds.iter().enumerate() {
-        for r in [&round.grpc, &round.rest] {
-            println!("{:<6} {:>6} {:>10.0} {:>10.2} {:>10.2} {:>8}", r.path, i + 1, r.votes_per_second, r.latency_p50_ms, r.latency_p99_ms, r.failed);
+    println!("\n{:<7} {:>6} {:>10} {:>10} {:>10} {:>8}", "path", "run", "votes/s", "p50 ms", "p99 ms", "failed");
+    for path in &report.paths {
+        for (i, r) in path.runs.iter().enumerate() {
+            println!("{:<7} {:>6} {:>10.0} {:>10.2} {:>10.2} {:>8}", r.path, i + 1, r.votes_per_second, r.latency_p50_ms, r.latency_p99_ms, r.failed);
         }
     }
-    println!(
-        "median: grpc {:.0} votes/s, rest {:.0} votes/s; rest/grpc throughput {:.0}% (median round)",
-        report.grpc_votes_per_second,
-        report.rest_votes_per_second,
-        report.rest_vs_grpc * 100.0
-    );
+    let medians: Vec<String> = report.paths.iter().map(|p| format!("{} {:.0}", p.path, p.votes_per_second)).collect();
+    println!("median votes/s at {} in flight: {}", report.concurrency, medians.join(", "));
+    let ratios: Vec<String> = report.ratios.iter().map(|(k, v)| format!("{k} {:.0}%", v * 100.0)).collect();
+    println!("throughput ratios (median round): {}", ratios.join(", "));
+    for path in &report.paths {
+        let cpu: Vec<String> = path.cpu_us_per_vote.iter().map(|(name, us)| format!("{name} {us:.0}")).collect();
+        println!("CPU µs per vote over {}: {}", path.path, cpu.join(", "));
+    }
     if let (Some(i), Some(e)) = (report.host_instantiate_ms, report.host_execute_ms) {
-        println!("host per request (mean since start): instantiate {i:.3} ms, execute {e:.3} ms");
+        println!("wasm host per request (mean since start): instantiate {i:.3} ms, execute {e:.3} ms");
+    }
+    let rss: Vec<String> = report.peak_rss_mib.0.iter().map(|(name, mib)| format!("{name} {mib:.0} MiB")).collect();
+    if !rss.is_empty() {
+        println!("peak RSS: {}", rss.join(", "));
+    }
+    for run in &report.open_loop {
+        println!(
+            "open loop {} at {:.0}/s: p50 {:.2} p90 {:.2} p99 {:.2} p99.9 {:.2} max {:.2} ms; vote-to-visible p99 {}",
+            run.run.path,
+            run.run.achieved_rate,
+            run.run.latency.p50_ms,
+            run.run.latency.p90_ms,
+            run.run.latency.p99_ms,
+            run.run.latency.p99_9_ms,
+            run.run.latency.max_ms,
+            run.visible_p99_ms.map(|ms| format!("{ms:.0} ms")).unwrap_or_else(|| "unknown".into())
+        );
     }
     let verdict = if report.counted == report.accepted { "all counted once" } else { "MISMATCH: other traffic, or votes lost or counted twice" };
     println!("accepted {} votes, the consumer counted {}: {verdict}", report.accepted, report.counted);
@@ -182,5 +395,15 @@ mod tests {
         let metrics = "host_execute_seconds_sum{version=\"a\"} 3\nhost_execute_seconds_count{version=\"a\"} 2\nhost_execute_seconds_sum{version=\"b\"} 1\nhost_execute_seconds_count{version=\"b\"} 2\n";
         assert_eq!(histogram_mean(metrics, "host_execute_seconds"), Some(1.0));
         assert_eq!(histogram_mean(metrics, "host_instantiate_seconds"), None);
+    }
+
+    #[test]
+    fn quantiles_come_from_the_buckets_gained_between_scrapes() {
+        let before = "v_bucket{le=\"0.1\"} 10\nv_bucket{le=\"0.2\"} 10\nv_bucket{le=\"+Inf\"} 10\n";
+        let after = "v_bucket{le=\"0.1\"} 60\nv_bucket{le=\"0.2\"} 110\nv_bucket{le=\"+Inf\"} 110\n";
+        // 50 new observations at or below 0.1 and 50 in (0.1, 0.2]: the median is at 0.1.
+        assert!((quantile_between(before, after, "v", 0.5).unwrap() - 0.1).abs() < 1e-9);
+        assert!((quantile_between(before, after, "v", 0.99).unwrap() - 0.198).abs() < 1e-9);
+        assert_eq!(quantile_between(after, after, "v", 0.5), None);
     }
 }

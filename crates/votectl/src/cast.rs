@@ -33,35 +33,37 @@ pub struct CastReport {
     pub first_failure: Option<String>,
     pub seconds: f64,
     pub votes_per_second: f64,
+    /// Accepted votes per second (below `votes_per_second` when some were refused or shed).
+    pub accepted_per_second: f64,
     pub latency_p50_ms: f64,
     pub latency_p99_ms: f64,
     pub latency_max_ms: f64,
 }
 
-enum Outcome {
+pub(crate) enum Outcome {
     Accepted,
     Rejected(String),
     Failed(String),
 }
 
 /// Where votes go: a pool of gRPC channels or an HTTP client for the wasm host.
-enum Sender {
+pub(crate) enum Sender {
     Grpc(Vec<VoteServiceClient<Channel>>),
     Rest { client: reqwest::Client, url: String },
 }
 
 impl Sender {
-    async fn connect(config: &StackConfig, path: ProducerPath, concurrency: usize) -> anyhow::Result<Self> {
+    pub(crate) async fn connect(config: &StackConfig, path: ProducerPath, concurrency: usize) -> anyhow::Result<Self> {
         Ok(match path {
             ProducerPath::Grpc => Sender::Grpc(grpc_clients(&config.grpc_url(), concurrency.div_ceil(CALLS_PER_CONNECTION)).await?),
-            ProducerPath::Rest => Sender::Rest {
+            ProducerPath::Rest | ProducerPath::Native => Sender::Rest {
                 client: reqwest::Client::builder().pool_max_idle_per_host(concurrency).tcp_nodelay(true).build()?,
-                url: format!("{}/votes", config.host_url()),
+                url: format!("{}/votes", if path == ProducerPath::Native { config.native_url() } else { config.host_url() }),
             },
         })
     }
 
-    async fn send(&self, i: u64, vote: Vote) -> Outcome {
+    pub(crate) async fn send(&self, i: u64, vote: Vote) -> Outcome {
         match self {
             Sender::Grpc(clients) => {
                 let mut client = clients[i as usize % clients.len()].clone();
@@ -100,10 +102,7 @@ pub async fn cast(config: &StackConfig, path: ProducerPath, votes: &[Vote], coun
     let started = Instant::now();
     let mut latencies = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds");
     let mut report = CastReport {
-        path: match path {
-            ProducerPath::Grpc => "grpc",
-            ProducerPath::Rest => "rest",
-        },
+        path: path.name(),
         sent: 0,
         accepted: 0,
         rejected: BTreeMap::new(),
@@ -111,6 +110,7 @@ pub async fn cast(config: &StackConfig, path: ProducerPath, votes: &[Vote], coun
         first_failure: None,
         seconds: 0.0,
         votes_per_second: 0.0,
+        accepted_per_second: 0.0,
         latency_p50_ms: 0.0,
         latency_p99_ms: 0.0,
         latency_max_ms: 0.0,
@@ -143,6 +143,7 @@ pub async fn cast(config: &StackConfig, path: ProducerPath, votes: &[Vote], coun
     let elapsed = started.elapsed().max(Duration::from_micros(1));
     report.seconds = elapsed.as_secs_f64();
     report.votes_per_second = report.sent as f64 / report.seconds;
+    report.accepted_per_second = report.accepted as f64 / report.seconds;
     report.latency_p50_ms = latencies.value_at_quantile(0.50) as f64 / 1000.0;
     report.latency_p99_ms = latencies.value_at_quantile(0.99) as f64 / 1000.0;
     report.latency_max_ms = latencies.max() as f64 / 1000.0;

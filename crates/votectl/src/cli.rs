@@ -39,7 +39,8 @@ pub enum Command {
     Recount(RecountArgs),
     /// Manage the wasm host's components (hot-swap; with a fleet topic, every host of the fleet).
     Component(ComponentArgs),
-    /// Measure both producers in alternating rounds at the same concurrency and compare them.
+    /// Measure the producers (wasm REST, native REST, gRPC) in rotating rounds, optionally a
+    /// concurrency sweep and open loop, with CPU per vote and an exactly-once check.
     Bench(BenchArgs),
 }
 
@@ -74,15 +75,39 @@ pub struct ComponentArgs {
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
-    /// Votes per producer.
+    /// Votes per producer per round.
     #[arg(long, default_value_t = 20_000)]
     pub count: u64,
     /// Requests in flight at once (connections for REST).
     #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
-    /// Rounds of both producers; the order alternates and medians are reported.
+    /// Rounds of every path; the order rotates and medians are reported.
     #[arg(long, default_value_t = 3)]
     pub rounds: usize,
+    /// The paths to measure (comma-separated).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = ProducerPath::ALL)]
+    pub paths: Vec<ProducerPath>,
+    /// Also measure throughput at each of these concurrencies (comma-separated, e.g. 1,8,64,256),
+    /// `--sweep-count` votes per path and step.
+    #[arg(long, value_delimiter = ',')]
+    pub sweep: Vec<usize>,
+    /// Votes per path at each sweep step.
+    #[arg(long, default_value_t = 5_000)]
+    pub sweep_count: u64,
+    /// Also run each path open loop (votes sent on a fixed schedule, whatever the answers) at this
+    /// share of its measured throughput, e.g. 0.5; latency is measured from each vote's scheduled
+    /// send time (no coordinated omission).
+    #[arg(long)]
+    pub open_loop_fraction: Option<f64>,
+    /// Open loop at this fixed rate (votes/s) on every path instead of a share of its throughput.
+    #[arg(long)]
+    pub open_loop_rate: Option<f64>,
+    /// How long each open-loop run lasts, in seconds.
+    #[arg(long, default_value_t = 10)]
+    pub open_loop_secs: u64,
+    /// The most votes in flight in an open-loop run (the rest wait, their wait counted).
+    #[arg(long, default_value_t = 1024)]
+    pub open_loop_max_in_flight: usize,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -118,6 +143,22 @@ pub enum ProducerPath {
     Grpc,
     /// The REST producer component in the wasm host.
     Rest,
+    /// The host's native REST baseline (`votes-host --native`): the same server without the sandbox.
+    Native,
+}
+
+impl ProducerPath {
+    /// Every path, in the order reports list them.
+    pub const ALL: [ProducerPath; 3] = [ProducerPath::Rest, ProducerPath::Native, ProducerPath::Grpc];
+
+    /// The path's name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            ProducerPath::Grpc => "grpc",
+            ProducerPath::Rest => "rest",
+            ProducerPath::Native => "native",
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -182,6 +223,9 @@ pub struct StackArgs {
     /// wasm host admin API port (loopback).
     #[arg(long, global = true, env = "VOTES_HOST_ADMIN_PORT", default_value_t = defaults::DEFAULT_HOST_ADMIN_PORT)]
     pub host_admin_port: u16,
+    /// Native REST baseline port (`votes-host --native`).
+    #[arg(long, global = true, env = "VOTES_NATIVE_PORT", default_value_t = defaults::DEFAULT_NATIVE_PORT)]
+    pub native_port: u16,
     /// Results web app port.
     #[arg(long, global = true, env = "VOTES_RESULTS_PORT", default_value_t = defaults::DEFAULT_RESULTS_PORT)]
     pub results_port: u16,
@@ -223,6 +267,7 @@ impl StackArgs {
         }
         config.host_port = self.host_port;
         config.host_admin_port = self.host_admin_port;
+        config.native_port = self.native_port;
         config.results_port = self.results_port;
         config.prometheus_port = self.prometheus_port;
         if let Some(bin) = &self.prometheus_bin {

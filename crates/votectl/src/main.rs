@@ -7,13 +7,17 @@
 //! - [`results`]: the live counts from Redis.
 //! - [`recount`]: rebuild the Redis counters from the MongoDB logs, exactly once per vote.
 //! - [`component`]: deploy, list and roll back the wasm host's components.
-//! - [`bench`]: both producers measured one after the other.
+//! - [`bench`]: the producers measured in rotating rounds, a concurrency sweep and open loop.
+//! - [`open_loop`]: votes on a fixed schedule, latency corrected for coordinated omission.
+//! - [`procstat`]: CPU time and peak memory of the stack's processes from `/proc`.
 
 mod bench;
 mod cast;
 mod cli;
 mod component;
 mod dataset;
+mod open_loop;
+mod procstat;
 mod recount;
 mod results;
 mod stack_cmd;
