@@ -168,7 +168,8 @@ def goals(rn, rg, open_loop, rss):
     rows = []
 
     def goal(name, met, shown):
-        rows.append(f"| {name} | {shown} | {'met' if met else '**missed**'} |")
+        verdict = {True: "met", False: "**missed**", None: "undecided"}[met]
+        rows.append(f"| {name} | {shown} | {verdict} |")
 
     if rn:
         goal("wasm REST at 90% or more of native REST at 64 in flight", rn >= 0.9, pct(rn))
@@ -180,8 +181,12 @@ def goals(rn, rg, open_loop, rss):
              ", ".join(f"{NAMES[n]} {o['latency']['p99_ms']:.1f} ms" for n, o in open_loop.items()))
         visible = {n: o["visible_p99_ms"] for n, o in open_loop.items() if o.get("visible_p99_ms") is not None}
         if visible:
-            goal("vote-to-visible p99 at most 100 ms at that rate", max(visible.values()) <= 100,
-                 ", ".join(f"{NAMES[n]} {ms:.0f} ms" for n, ms in visible.items()))
+            # The histogram's buckets double from 1 ms: an estimate in (64, 128] ms cannot say
+            # which side of 100 ms the percentile is on.
+            worst_visible = max(visible.values())
+            met = True if worst_visible <= 64 else (False if worst_visible > 128 else None)
+            goal("vote-to-visible p99 at most 100 ms at that rate", met,
+                 ", ".join(f"{NAMES[n]} {ms:.0f} ms" for n, ms in visible.items()) + ("" if met is not None else " (bucket 64-128 ms)"))
     if rss:
         goal(f"host RSS at most 100 MB with {rss['connections']:,} open connections", rss["rss_mib"] * 1.048576 <= 100, f"{rss['rss_mib']:.0f} MiB")
     return rows
@@ -278,7 +283,8 @@ def report(machine_info, bench, locust, rss, files, args):
         "Votes leave on a fixed schedule whatever the answers; latency runs from each vote's",
         "scheduled send time, so a stall counts for every vote it delayed (no coordinated omission).",
         "Vote-to-visible is the consumer's `vote_visible_seconds` (received at the producer to counted",
-        "in Redis) over the same window.",
+        "in Redis) over the same window, estimated from its buckets, which double from 1 ms: a p99",
+        "of 127 ms says the 99th percentile lies between 64 and 128 ms, not more precisely.",
         "",
         "| path | rate votes/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | vote-to-visible p50 / p99 ms |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
@@ -382,7 +388,10 @@ def report(machine_info, bench, locust, rss, files, args):
         + multiplex
         + " Our REST clients keep one keep-alive connection per request in flight, so no request waits behind"
         " another on a connection: multiplexing saves connections, not waiting. "
-        + verdict_transport,
+        + verdict_transport
+        + " Past the host's in-flight bound (192 by default) the REST paths shed with fast 503s while gRPC queues"
+        " its calls on its connections, so the sweep's highest step compares a limit, not a transport: there gRPC"
+        " accepts the most votes per second.",
         "",
         "**\"gRPC has lower overhead.\"** Per vote, over the whole stack: "
         + ", ".join(f"{NAMES[n]} {cpu_total[n]:,.0f} µs" for n in ("rest", "native", "grpc") if n in cpu_total)
