@@ -9,9 +9,9 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::{Body, Incoming};
 use hyper::header::{HeaderValue, CONNECTION, CONTENT_TYPE, RETRY_AFTER};
-use hyper::server::conn::http1;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use vote_service::Shutdown;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
@@ -278,8 +278,11 @@ impl Server {
 pub async fn serve(listener: tokio::net::TcpListener, server: Arc<Server>, mut shutdown: Shutdown) {
     let graceful = GracefulShutdown::new();
     let limits = server.gate.limits.clone();
-    let mut http = http1::Builder::new();
-    http.timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout).keep_alive(true);
+    // HTTP/1.1, and HTTP/2 over cleartext (h2c, prior knowledge) on the same port: the first
+    // bytes of a connection tell which. Every request, of either version, goes through the gate.
+    let mut http = auto::Builder::new(TokioExecutor::new());
+    http.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout).keep_alive(true);
+    http.http2().timer(TokioTimer::new());
     let mut failures = 0u32;
     loop {
         let accepted = tokio::select! {
@@ -310,7 +313,7 @@ pub async fn serve(listener: tokio::net::TcpListener, server: Arc<Server>, mut s
         let _ = stream.set_nodelay(true);
         let handler = server.clone();
         let service = hyper::service::service_fn(move |request| handler.clone().handle(request));
-        let watched = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        let watched = graceful.watch(http.serve_connection(TokioIo::new(stream), service).into_owned());
         tokio::spawn(async move {
             if let Err(error) = watched.await {
                 tracing::debug!(%error, "connection ended with an error");

@@ -269,3 +269,35 @@ async fn broker_down_gives_503_with_retry_after() {
     assert_eq!(stack.total().await, 20);
     assert_eq!(stack.logged().await, 20);
 }
+
+/// The host speaks HTTP/2 over cleartext (h2c, prior knowledge) on the HTTP/1.1 port: 200 votes
+/// sent as streams of one connection are answered over HTTP/2 and counted once, and HTTP/1.1 is
+/// still answered beside them.
+#[tokio::test]
+async fn rest_votes_over_h2c_are_served_and_counted() {
+    let stack = TestStack::start().await;
+    stack.start_host(&component("vote_rest"), &[]).await;
+    stack.start_consumer("consumer", &[]).await;
+    let h2 = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
+    let url = format!("{}/votes", stack.config.host_url());
+
+    let replies: Vec<(reqwest::Version, u16)> = stream::iter(valid_votes(200))
+        .map(|vote| {
+            let (h2, url) = (&h2, &url);
+            async move {
+                let response = h2.post(url).json(&vote_json(&vote)).send().await.expect("POST /votes over h2c");
+                (response.version(), response.status().as_u16())
+            }
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    let odd: Vec<_> = replies.iter().filter(|(version, status)| *version != reqwest::Version::HTTP_2 || *status != 202).collect();
+    assert!(odd.is_empty(), "{} of 200 replies were not HTTP/2 202: {:?}", odd.len(), &odd[..odd.len().min(5)]);
+
+    let (status, _, _) = stack.post_vote(&reqwest::Client::new(), &vote_json(&valid_votes(1)[0])).await;
+    assert_eq!(status, 202, "HTTP/1.1 on the same port");
+    stack.wait_for_counts(201, Duration::from_secs(60)).await;
+    assert_eq!(stack.total().await, 201);
+    assert_eq!(stack.logged().await, 201);
+}

@@ -56,6 +56,10 @@ impl Sender {
     pub(crate) async fn connect(config: &StackConfig, path: ProducerPath, concurrency: usize) -> anyhow::Result<Self> {
         Ok(match path {
             ProducerPath::Grpc => Sender::Grpc(grpc_clients(&config.grpc_url(), concurrency.div_ceil(CALLS_PER_CONNECTION)).await?),
+            ProducerPath::RestH2 => Sender::Rest {
+                client: reqwest::Client::builder().http2_prior_knowledge().tcp_nodelay(true).build()?,
+                url: format!("{}/votes", config.host_url()),
+            },
             ProducerPath::Rest | ProducerPath::Native => Sender::Rest {
                 client: reqwest::Client::builder().pool_max_idle_per_host(concurrency).tcp_nodelay(true).build()?,
                 url: format!("{}/votes", if path == ProducerPath::Native { config.native_url() } else { config.host_url() }),

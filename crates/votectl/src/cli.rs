@@ -145,6 +145,9 @@ pub enum ProducerPath {
     Rest,
     /// The host's native REST baseline (`votes-host --native`): the same server without the sandbox.
     Native,
+    /// The REST producer component in the wasm host, over HTTP/2 cleartext (h2c): every request
+    /// a stream of one multiplexed connection, as gRPC's calls are.
+    RestH2,
 }
 
 impl ProducerPath {
@@ -157,6 +160,7 @@ impl ProducerPath {
             ProducerPath::Grpc => "grpc",
             ProducerPath::Rest => "rest",
             ProducerPath::Native => "native",
+            ProducerPath::RestH2 => "rest-h2",
         }
     }
 }
