@@ -27,6 +27,14 @@ struct Tally {
     last_refusal_ms: AtomicU64,
 }
 
+impl Tally {
+    /// An attempt refused at `start.elapsed()`, to be retried under the same key.
+    fn refused(&self, start: Instant) {
+        self.retried.fetch_add(1, Ordering::Relaxed);
+        self.last_refusal_ms.fetch_max(start.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+}
+
 /// Sends one vote over REST under `key` until it is accepted; 503 is retried, anything else fails.
 async fn rest_until_accepted(stack: &TestStack, http: &reqwest::Client, key: String, vote: &Vote, tally: &Tally, start: Instant) {
     let deadline = Instant::now() + RETRY_BUDGET;
@@ -41,8 +49,7 @@ async fn rest_until_accepted(stack: &TestStack, http: &reqwest::Client, key: Str
         match sent.map(|r| r.status().as_u16()) {
             Ok(202) => break,
             Ok(503) | Err(_) => {
-                tally.retried.fetch_add(1, Ordering::Relaxed);
-                tally.last_refusal_ms.fetch_max(start.elapsed().as_millis() as u64, Ordering::Relaxed);
+                tally.refused(start);
             }
             Ok(other) => panic!("REST vote {key} got {other}, expected 202 or 503"),
         }
@@ -64,8 +71,7 @@ async fn grpc_until_accepted(stack: &TestStack, key: String, vote: &Vote, tally:
         match client.cast(request).await {
             Ok(_) => break,
             Err(status) if matches!(status.code(), tonic::Code::Unavailable | tonic::Code::ResourceExhausted | tonic::Code::DeadlineExceeded) => {
-                tally.retried.fetch_add(1, Ordering::Relaxed);
-                tally.last_refusal_ms.fetch_max(start.elapsed().as_millis() as u64, Ordering::Relaxed);
+                tally.refused(start);
             }
             Err(status) => panic!("gRPC vote {key} got {status:?}"),
         }
