@@ -124,8 +124,9 @@ impl Supervisor {
             tracing::warn!(name, pid, "the pid file has no start time (written by an older votectl); not treating pid {pid} as ours");
             return None;
         };
-        // The same pid with another start time is another process that reused the number.
-        (start_time(pid).ok()? == started).then_some(pid)
+        // The same pid with another start time is another process that reused the number; a
+        // zombie (killed, not yet reaped by whoever inherited it) serves nothing.
+        (start_time(pid).ok()? == started && !is_zombie(pid)).then_some(pid)
     }
 
     /// The last `lines` lines of a child's log, to explain why it stopped.
@@ -173,14 +174,24 @@ impl Supervisor {
     }
 }
 
-/// When process `pid` started, in clock ticks since boot (field 22 of `/proc/PID/stat`): with the
-/// pid, it names one process for good.
-pub fn start_time(pid: u32) -> anyhow::Result<u64> {
+/// The fields of `/proc/PID/stat` after the command name, from field 3 (the state) on.
+fn stat_after_name(pid: u32) -> anyhow::Result<Vec<String>> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // The command name (field 2) is in parentheses and may hold spaces: count after the last `)`.
     let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).context("malformed /proc stat")?;
-    let started = after_name.split_whitespace().nth(19).context("no start time in /proc stat")?;
-    Ok(started.parse()?)
+    Ok(after_name.split_whitespace().map(str::to_owned).collect())
+}
+
+/// When process `pid` started, in clock ticks since boot (field 22 of `/proc/PID/stat`): with the
+/// pid, it names one process for good.
+pub fn start_time(pid: u32) -> anyhow::Result<u64> {
+    let fields = stat_after_name(pid)?;
+    Ok(fields.get(19).context("no start time in /proc stat")?.parse()?)
+}
+
+/// Whether `pid` is a zombie: dead, its exit status not yet collected (state `Z`, field 3).
+fn is_zombie(pid: u32) -> bool {
+    stat_after_name(pid).is_ok_and(|fields| fields.first().is_some_and(|state| state == "Z"))
 }
 
 impl Drop for Supervisor {
@@ -223,6 +234,21 @@ mod tests {
         assert!(stranger.try_wait().unwrap().is_none(), "the stranger was signalled");
         stranger.kill().unwrap();
         stranger.wait().unwrap();
+    }
+
+    #[test]
+    fn a_killed_but_unreaped_process_is_not_running() {
+        let (mut zombie, supervisor, _dir) = stranger_under("wasm-host", |pid| format!("{pid} {}\n", start_time(pid).unwrap()));
+        assert_eq!(supervisor.running("wasm-host"), Some(zombie.id()));
+        kill(Pid::from_raw(zombie.id() as i32), Some(nix::sys::signal::Signal::SIGKILL)).unwrap();
+        // Not reaped yet: the pid stays a zombie until `wait` below.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !is_zombie(zombie.id()) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(is_zombie(zombie.id()));
+        assert_eq!(supervisor.running("wasm-host"), None);
+        zombie.wait().unwrap();
     }
 
     #[test]
