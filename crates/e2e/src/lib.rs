@@ -21,17 +21,26 @@ use vote_stack::{Part, StackConfig, Supervisor};
 
 pub mod spin;
 
-/// A port nothing listens on right now, never the same one twice in this process.
+/// A port nothing listens on right now, never the same one twice in this process. Taken below
+/// Linux's ephemeral range (32768-60999): a port the kernel hands out for bind(0) or for an
+/// outgoing connection (a Kafka client's, say) could be taken again before the server that was
+/// given it binds it. Where to start is spread by process id, so that test processes running side
+/// by side seldom try the same ports.
 pub fn free_port() -> u16 {
-    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    loop {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("binding an ephemeral port").local_addr().unwrap().port();
-        let mut handed_out = HANDED_OUT.lock().unwrap();
-        if !handed_out.contains(&port) {
-            handed_out.push(port);
+    const FIRST: u16 = 20_000;
+    const COUNT: u16 = 12_000;
+    static NEXT: std::sync::Mutex<Option<u16>> = std::sync::Mutex::new(None);
+    let mut next = NEXT.lock().unwrap();
+    let mut offset = next.unwrap_or_else(|| (std::process::id() as u64 * 7919 % COUNT as u64) as u16);
+    for _ in 0..COUNT {
+        let port = FIRST + offset;
+        offset = (offset + 1) % COUNT;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            *next = Some(offset);
             return port;
         }
     }
+    panic!("no free port between {FIRST} and {}", FIRST + COUNT)
 }
 
 /// The directory holding the project's binaries (`target/<profile>`), next to the test's `deps/`.

@@ -155,7 +155,7 @@ pub async fn wait_ready(config: &StackConfig, supervisor: &Supervisor, part: Par
                 "{} exited during start-up; last lines of {}:\n{}",
                 part.name(),
                 supervisor.log_path(part.name()).display(),
-                supervisor.log_tail(part.name(), 20)
+                supervisor.log_tail(part.name(), 60)
             );
         }
         if started.elapsed() > READY_TIMEOUT {
