@@ -63,13 +63,26 @@ struct Args {
     /// Must stay below --max-instances (a deploy's check needs an instance too).
     #[arg(long, env = "VOTES_HOST_MAX_IN_FLIGHT", default_value_t = shed::DEFAULT_MAX_IN_FLIGHT)]
     max_in_flight: usize,
-    /// How many HTTP connections may be open at once; more are answered 503 and closed.
+    /// How many HTTP connections may be open at once; when full, the connection idle the longest
+    /// (or that never sent a request) is closed to make room, and with none idle a new one gets
+    /// 503 and is closed.
     #[arg(long, env = "VOTES_HOST_MAX_CONNECTIONS", default_value_t = shed::DEFAULT_MAX_CONNECTIONS)]
     max_connections: usize,
-    /// How long a client may take to send a request's headers, in ms; also how long an idle
-    /// keep-alive connection stays open. The connection is closed after it.
+    /// How long a client may take to send a request's headers, in ms; also how long a new
+    /// connection may take to deliver its first request (a client that sends nothing, or only
+    /// part of an HTTP/2 preface, is closed after it) and an idle HTTP/1.1 keep-alive stays open.
     #[arg(long, env = "VOTES_HOST_HEADER_READ_TIMEOUT_MS", default_value_t = shed::DEFAULT_HEADER_READ_TIMEOUT.as_millis() as u64)]
     header_read_timeout_ms: u64,
+    /// How long a connection with no request in progress stays open, in ms (HTTP/2 included).
+    #[arg(long, env = "VOTES_HOST_IDLE_TIMEOUT_MS", default_value_t = vote_service::listen::DEFAULT_IDLE_TIMEOUT.as_millis() as u64)]
+    idle_timeout_ms: u64,
+    /// How many HTTP/2 streams one connection may have open at once.
+    #[arg(long, env = "VOTES_HOST_MAX_H2_STREAMS", default_value_t = vote_service::listen::DEFAULT_MAX_H2_STREAMS)]
+    max_h2_streams: u32,
+    /// How many bytes of request bodies may be held in memory at once, over every connection and
+    /// stream; a body read past it gets a fast 503.
+    #[arg(long, env = "VOTES_HOST_MAX_BUFFERED_BODY_BYTES", default_value_t = shed::DEFAULT_MAX_BUFFERED_BODY_BYTES)]
+    max_buffered_body_bytes: usize,
     /// How long a client may take to send a whole request body, in ms; after it the request
     /// gets 408 and the connection is closed.
     #[arg(long, env = "VOTES_HOST_BODY_READ_TIMEOUT_MS", default_value_t = shed::DEFAULT_BODY_READ_TIMEOUT.as_millis() as u64)]
@@ -111,14 +124,26 @@ impl Args {
             self.max_instances
         );
         anyhow::ensure!(self.max_connections > 0, "--max-connections must be at least 1");
-        Ok(ServeLimits {
+        anyhow::ensure!(
+            self.max_buffered_body_bytes >= self.max_body_bytes,
+            "--max-buffered-body-bytes ({}) must hold at least one body of --max-body-bytes ({})",
+            self.max_buffered_body_bytes,
+            self.max_body_bytes
+        );
+        let limits = ServeLimits {
             header_read_timeout: Duration::from_millis(self.header_read_timeout_ms),
             body_read_timeout: Duration::from_millis(self.body_read_timeout_ms),
             max_body_bytes: self.max_body_bytes,
+            max_buffered_body_bytes: self.max_buffered_body_bytes,
             max_connections: self.max_connections,
             max_in_flight: self.max_in_flight,
+            idle_timeout: Duration::from_millis(self.idle_timeout_ms),
+            max_h2_streams: self.max_h2_streams,
             drain_timeout: Duration::from_millis(self.drain_timeout_ms),
-        })
+        };
+        let problems = limits.listen_limits().problems();
+        anyhow::ensure!(problems.is_empty(), "{}", problems.join("; "));
+        Ok(limits)
     }
 
     fn problems(&self) -> Vec<String> {
@@ -159,10 +184,6 @@ async fn main() -> anyhow::Result<()> {
     let (args, matches) = config_check::parse::<Args>();
     config_check::finish::<Args>(args.check_config, &matches, args.problems())?;
     let serve_limits = args.serve_limits()?;
-    match shed::raise_open_files_limit() {
-        Ok(limit) => tracing::info!(limit, "open files limit"),
-        Err(error) => tracing::warn!(%error, "could not raise the open files limit"),
-    }
     let shutdown = vote_service::Shutdown::on_signals();
     let mut settings = PublisherSettings::new(args.brokers.clone(), "votes-host");
     settings.timeout = Duration::from_millis(args.publish_timeout_ms);
@@ -199,13 +220,14 @@ async fn main() -> anyhow::Result<()> {
         tracing::warn!(native = args.native, "no admin token (or --native): the admin API is off");
     }
 
-    let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
+    let listener = vote_service::listen::Listener::bind(args.listen, serve_limits.listen_limits(), metrics.listen.clone()).await?;
     tracing::info!(addr = %listener.local_addr()?, brokers = %args.brokers, "votes-host serving");
     let native = args.native.then(|| host::native::NativeRest::new(publisher.clone(), metrics.votes.clone()));
     if native.is_some() {
         tracing::info!(producer = host::native::PRODUCER, "answering the REST endpoints natively (--native)");
     }
-    let server = Arc::new(Server { runtime, registry, metrics, gate: Gate::new(serve_limits), native });
+    let gate = Gate::new(serve_limits, listener.table());
+    let server = Arc::new(Server { runtime, registry, metrics, gate, native, shutdown: shutdown.clone() });
     host::serve::serve(listener, server, shutdown).await;
     publisher.flush(settings.timeout);
     tracing::info!("votes-host stopped");

@@ -3,7 +3,8 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use prometheus::{Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use vote_service::listen::ListenMetrics;
 use vote_service::vote_metrics::{Outcome, VoteMetrics};
 
 /// The producer path label of every vote this host serves.
@@ -34,10 +35,9 @@ pub struct Metrics {
     pub shed: IntCounterVec,
     /// Requests ended by a timeout, by kind (`body`).
     pub timeouts: IntCounterVec,
-    /// Failed `accept` calls (for example out of file descriptors).
-    pub accept_errors: IntCounter,
-    /// Open connections (set when `/metrics` is read).
-    pub connections: IntGauge,
+    /// The listener's `host_open_connections`, `host_connections_closed_total{reason}` and
+    /// `host_accept_errors_total`.
+    pub listen: ListenMetrics,
     /// Requests running in components (set when `/metrics` is read).
     pub in_flight: IntGauge,
     /// `votes_received_total`, `vote_ingest_seconds`, `vote_publish_failures_total` of path `wasm`.
@@ -75,22 +75,19 @@ impl Metrics {
         let shed = IntCounterVec::new(Opts::new("host_shed_total", "Requests and connections answered 503 because a bound was full"), &["reason"]).expect("valid metric");
         let timeouts = IntCounterVec::new(Opts::new("host_timeouts_total", "Requests ended by a timeout, by kind"), &["kind"]).expect("valid metric");
         // Present at zero from the start, so the dashboards show no shedding rather than no data.
-        for reason in ["connections", "in_flight", "instances"] {
+        for reason in ["connections", "in_flight", "instances", "body_memory"] {
             shed.with_label_values(&[reason]);
         }
         timeouts.with_label_values(&["body"]);
         for metric in [&requests, &component_failures, &swaps, &shed, &timeouts] {
             registry.register(Box::new(metric.clone())).expect("metric registered once");
         }
-        let accept_errors = IntCounter::new("host_accept_errors_total", "Failed accept calls").expect("valid metric");
-        let connections = IntGauge::new("host_open_connections", "Open HTTP connections").expect("valid metric");
         let in_flight = IntGauge::new("host_requests_in_flight", "Requests running in components").expect("valid metric");
         registry.register(Box::new(serving.clone())).expect("metric registered once");
-        registry.register(Box::new(accept_errors.clone())).expect("metric registered once");
-        registry.register(Box::new(connections.clone())).expect("metric registered once");
         registry.register(Box::new(in_flight.clone())).expect("metric registered once");
         registry.register(Box::new(serving_since.clone())).expect("metric registered once");
         let votes = VoteMetrics::register(&registry, path);
+        let listen = ListenMetrics::register(&registry, "host");
         Self {
             registry,
             requests,
@@ -103,8 +100,7 @@ impl Metrics {
             swaps,
             shed,
             timeouts,
-            accept_errors,
-            connections,
+            listen,
             in_flight,
             votes,
         }

@@ -1,18 +1,18 @@
-//! The HTTP side: hyper accepts requests within the [`crate::shed`] bounds, reads each body
-//! within its timeout, and runs the request in a fresh instance of the current component;
-//! `/healthz`, `/readyz` and `/metrics` are answered by the host itself.
+//! The HTTP side: the guarded listener ([`vote_service::listen`]) accepts connections within their
+//! bounds, each request's body is read within its timeout and the body memory budget, and the
+//! request runs in a fresh instance of the current component within the in-flight bound of
+//! [`crate::shed`]; `/healthz`, `/readyz` and `/metrics` are answered by the host itself.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use bytes::{Bytes, BytesMut};
+use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Incoming};
-use hyper::header::{HeaderValue, CONNECTION, CONTENT_TYPE, RETRY_AFTER};
+use hyper::header::{HeaderValue, CONNECTION, CONTENT_TYPE, HOST, RETRY_AFTER};
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use tokio::sync::OwnedSemaphorePermit;
+use vote_service::listen::{Listener, ServeHttp};
 use vote_service::Shutdown;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
@@ -167,6 +167,8 @@ pub struct Server {
     pub gate: Gate,
     /// The native baseline answering instead of the component (`--native`).
     pub native: Option<crate::native::NativeRest>,
+    /// Fires when the host starts draining: readiness turns `503` at once.
+    pub shutdown: Shutdown,
 }
 
 impl Server {
@@ -178,7 +180,6 @@ impl Server {
             "/readyz" => return Ok(self.readiness()),
             "/metrics" => {
                 let saturation = self.gate.saturation();
-                self.metrics.connections.set(saturation.connections as i64);
                 self.metrics.in_flight.set(saturation.in_flight as i64);
                 let body = Full::new(Bytes::from(vote_service::render_metrics(&self.metrics.registry))).map_err(|never: std::convert::Infallible| -> wasmtime_wasi_http::Error { match never {} }).boxed_unsync();
                 return Ok(Response::new(body));
@@ -192,7 +193,7 @@ impl Server {
         };
         let mut response = match self.read_body(request).await {
             Err(refused) => refused,
-            Ok(request) => match self.gate.try_in_flight() {
+            Ok((request, body_memory)) => match self.gate.try_in_flight() {
                 None => {
                     self.metrics.shed.with_label_values(&[Shed::InFlight.label()]).inc();
                     overloaded(Shed::InFlight)
@@ -200,10 +201,10 @@ impl Server {
                 Some(place) if self.native.is_some() => {
                     let native = self.native.as_ref().expect("checked");
                     let response = native.handle(request, started).await;
-                    drop(place);
+                    drop((place, body_memory));
                     response
                 }
-                Some(place) => match call_component(&self.runtime, &component.pre, request, Some((&self.metrics, version)), place).await {
+                Some(place) => match call_component(&self.runtime, &component.pre, request, Some((&self.metrics, version)), (place, body_memory)).await {
                     Ok(response) => response,
                     Err(ComponentError::NoInstance) => {
                         self.metrics.shed.with_label_values(&["instances"]).inc();
@@ -230,24 +231,51 @@ impl Server {
         Ok(response)
     }
 
-    /// Reads the whole body, within the body timeout and the size cap, before a component
-    /// instance is taken: a client that stalls mid-body holds a connection, never an instance.
-    async fn read_body(&self, request: Request<Incoming>) -> Result<Request<Full<Bytes>>, Response<HyperOutgoingBody>> {
+    /// Checks the request's authority, then reads the whole body, within the body timeout, the
+    /// size cap and the memory budget shared by every request, before a component instance is
+    /// taken: a client that stalls mid-body holds a connection, never an instance. Returns the
+    /// request with its body and the body's share of the memory budget, held until it is served.
+    async fn read_body(&self, request: Request<Incoming>) -> Result<(Request<Full<Bytes>>, Option<OwnedSemaphorePermit>), Response<HyperOutgoingBody>> {
+        check_authority(&request)?;
         let limits = &self.gate.limits;
         let too_large = || body_error(StatusCode::PAYLOAD_TOO_LARGE, format!("the request body is larger than {} bytes", limits.max_body_bytes));
         if request.body().size_hint().lower() > limits.max_body_bytes as u64 {
             return Err(too_large());
         }
-        let (head, body) = request.into_parts();
-        match tokio::time::timeout(limits.body_read_timeout, Limited::new(body, limits.max_body_bytes).collect()).await {
-            Ok(Ok(collected)) => Ok(Request::from_parts(head, Full::new(collected.to_bytes()))),
-            Ok(Err(error)) if error.is::<LengthLimitError>() => Err(too_large()),
-            Ok(Err(error)) => Err(body_error(StatusCode::BAD_REQUEST, format!("reading the request body failed: {error}"))),
-            Err(_) => {
-                self.metrics.timeouts.with_label_values(&["body"]).inc();
-                Err(body_error(StatusCode::REQUEST_TIMEOUT, format!("the request body did not arrive within {} ms", limits.body_read_timeout.as_millis())))
+        let (head, mut body) = request.into_parts();
+        let deadline = tokio::time::Instant::now() + limits.body_read_timeout;
+        let mut buffer = BytesMut::new();
+        let mut held: Option<OwnedSemaphorePermit> = None;
+        loop {
+            let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+                Ok(Some(Ok(frame))) => frame,
+                Ok(None) => break,
+                Ok(Some(Err(error))) => return Err(body_error(StatusCode::BAD_REQUEST, format!("reading the request body failed: {error}"))),
+                Err(_) => {
+                    self.metrics.timeouts.with_label_values(&["body"]).inc();
+                    return Err(body_error(StatusCode::REQUEST_TIMEOUT, format!("the request body did not arrive within {} ms", limits.body_read_timeout.as_millis())));
+                }
+            };
+            let Ok(data) = frame.into_data() else { continue };
+            if buffer.len() + data.len() > limits.max_body_bytes {
+                return Err(too_large());
             }
+            if data.is_empty() {
+                continue;
+            }
+            let Some(permit) = self.gate.try_body_bytes(data.len()) else {
+                self.metrics.shed.with_label_values(&[Shed::BodyMemory.label()]).inc();
+                let mut response = overloaded(Shed::BodyMemory);
+                response.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+                return Err(response);
+            };
+            match held.as_mut() {
+                Some(held) => held.merge(permit),
+                None => held = Some(permit),
+            }
+            buffer.extend_from_slice(&data);
         }
+        Ok((Request::from_parts(head, Full::new(buffer.freeze())), held))
     }
 
     /// Liveness: always `200` while the process serves; says whether the host is saturated.
@@ -265,6 +293,9 @@ impl Server {
             Some(_) => crate::native::PRODUCER.to_owned(),
             None => self.registry.current().version.clone(),
         };
+        if self.shutdown.requested() {
+            return unavailable(serde_json::json!({ "status": "draining", "version": version, "limits": saturation }));
+        }
         if saturation.saturated {
             return unavailable(serde_json::json!({ "status": "saturated", "version": version, "limits": saturation }));
         }
@@ -272,58 +303,55 @@ impl Server {
     }
 }
 
-/// Accepts connections until `shutdown` fires, then waits up to the drain timeout for the
-/// requests in flight to finish. A connection over the bound gets a fast `503` and is closed; a
-/// failed `accept` (for example out of file descriptors) pauses the loop, doubling the pause.
-pub async fn serve(listener: tokio::net::TcpListener, server: Arc<Server>, mut shutdown: Shutdown) {
-    let graceful = GracefulShutdown::new();
-    let limits = server.gate.limits.clone();
-    // HTTP/1.1, and HTTP/2 over cleartext (h2c, prior knowledge) on the same port: the first
-    // bytes of a connection tell which. Every request, of either version, goes through the gate.
-    let mut http = auto::Builder::new(TokioExecutor::new());
-    http.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout).keep_alive(true);
-    http.http2().timer(TokioTimer::new());
-    let mut failures = 0u32;
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = shutdown.wait() => break,
-        };
-        let stream = match accepted {
-            Ok((stream, _)) => {
-                failures = 0;
-                stream
-            }
-            Err(error) => {
-                failures += 1;
-                server.metrics.accept_errors.inc();
-                let pause = crate::shed::accept_backoff(failures);
-                tracing::warn!(%error, ?pause, "accept failed; pausing");
-                tokio::select! {
-                    _ = tokio::time::sleep(pause) => continue,
-                    _ = shutdown.wait() => break,
-                }
-            }
-        };
-        let Some(place) = server.gate.try_connection() else {
-            server.metrics.shed.with_label_values(&[Shed::Connections.label()]).inc();
-            server.gate.refuse(stream);
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let handler = server.clone();
-        let service = hyper::service::service_fn(move |request| handler.clone().handle(request));
-        let watched = graceful.watch(http.serve_connection(TokioIo::new(stream), service).into_owned());
-        tokio::spawn(async move {
-            if let Err(error) = watched.await {
-                tracing::debug!(%error, "connection ended with an error");
-            }
-            drop(place);
-        });
+/// A `400` unless the request names a host that is plain ASCII: the `Host` header over
+/// HTTP/1.1, the `:authority` over HTTP/2. Components read it as the request's authority.
+fn check_authority<B>(request: &Request<B>) -> Result<(), Response<HyperOutgoingBody>> {
+    let bad = |reason: &str| {
+        let mut response = json_response(StatusCode::BAD_REQUEST, serde_json::json!({ "error": reason, "field": "host" }));
+        response.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+        Err(response)
+    };
+    if request.uri().authority().is_some() {
+        return Ok(());
     }
-    tracing::info!(timeout = ?limits.drain_timeout, "draining requests in flight");
-    tokio::select! {
-        _ = graceful.shutdown() => tracing::info!("all requests finished"),
-        _ = tokio::time::sleep(limits.drain_timeout) => tracing::warn!("gave up waiting for requests in flight"),
+    match request.headers().get(HOST) {
+        None => bad("the request has no Host header"),
+        Some(value) => match value.to_str() {
+            Ok(text) if !text.is_empty() && text.parse::<hyper::http::uri::Authority>().is_ok() => Ok(()),
+            _ => bad("the Host header must be a host name or address in ASCII, with an optional port"),
+        },
+    }
+}
+
+/// Serves the host's requests on `listener` until `shutdown` fires, then stops accepting at once
+/// and waits up to the drain timeout for the requests in flight.
+pub async fn serve(listener: Listener, server: Arc<Server>, shutdown: Shutdown) {
+    let header_read_timeout = Some(server.gate.limits.header_read_timeout);
+    let on_refused = Some(server.metrics.shed.with_label_values(&[Shed::Connections.label()]));
+    let handler = server.clone();
+    let service = hyper::service::service_fn(move |request| handler.clone().handle(request));
+    vote_service::listen::serve_http(ServeHttp { listener, shutdown, on_refused, header_read_timeout }, service).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(uri: &str, host: Option<&[u8]>) -> Request<()> {
+        let mut builder = Request::builder().uri(uri);
+        if let Some(host) = host {
+            builder = builder.header(HOST, HeaderValue::from_bytes(host).unwrap());
+        }
+        builder.body(()).unwrap()
+    }
+
+    #[test]
+    fn a_request_must_name_an_ascii_host() {
+        assert!(check_authority(&request("/votes", Some(b"127.0.0.1:8080"))).is_ok());
+        assert!(check_authority(&request("http://example.org/votes", None)).is_ok(), "HTTP/2 :authority");
+        for host in [None, Some(&b""[..]), Some(&b"b\xc3\xa9la.example"[..]), Some(&b"a b"[..])] {
+            let response = check_authority(&request("/votes", host)).unwrap_err();
+            assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{host:?}");
+        }
     }
 }

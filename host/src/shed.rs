@@ -1,38 +1,35 @@
-//! Load shedding: the bounds on open connections and on requests running in components, the
-//! timeouts that free them from slow clients, and the fast `503` a client gets when they are full.
+//! Load shedding: the bound on requests running in components and on request bodies held in
+//! memory, the timeouts that free them from slow clients, and the fast `503` a client gets when
+//! they are full. Connections are bounded by the guarded listener ([`vote_service::listen`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use vote_service::listen::ConnectionTable;
 
-/// Default: how long a client may take to send a request's headers (also how long an idle
-/// keep-alive connection stays open).
+/// Default: how long a client may take to send a request's headers, and a new connection its
+/// first request (also how long an idle HTTP/1.1 keep-alive connection stays open).
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default: how long a client may take to send a whole request body.
 pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default: the largest request body the host reads (components apply their own, smaller caps).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Default: how many bytes of request bodies may be held in memory at once, over every
+/// connection and stream (a body read past it gets a fast `503`).
+pub const DEFAULT_MAX_BUFFERED_BODY_BYTES: usize = 64 * 1024 * 1024;
 /// Default: how many connections may be open at once.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+pub const DEFAULT_MAX_CONNECTIONS: usize = vote_service::listen::DEFAULT_MAX_CONNECTIONS;
 /// Default: how many requests may run in components at once (below the instance pool, 256, so a
 /// deploy's check and a burst never meet the pool's own limit).
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 192;
 /// Default: how long shutdown waits for requests in flight (below `votectl down`'s 15 s grace).
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// What `Retry-After` says to a shed client, in seconds.
-pub const RETRY_AFTER_SECONDS: u64 = 1;
+pub const RETRY_AFTER_SECONDS: u64 = vote_service::listen::http::RETRY_AFTER_SECONDS;
 /// How long after the last shed request `/readyz` keeps saying the host is saturated.
 pub const SATURATED_HOLD: Duration = Duration::from_secs(1);
-/// How many refused connections may be answered at once; beyond that they are closed at once.
-pub const MAX_REFUSALS_IN_PROGRESS: usize = 64;
-/// How long answering a refused connection may take (write the 503, read what the client sent).
-pub const REFUSAL_TIMEOUT: Duration = Duration::from_secs(1);
-/// The first and the longest pause after a failed `accept` (for example EMFILE).
-pub const ACCEPT_BACKOFF: (Duration, Duration) = (Duration::from_millis(5), Duration::from_secs(1));
 
 /// The bounds and timeouts of the HTTP side.
 #[derive(Debug, Clone)]
@@ -40,8 +37,11 @@ pub struct ServeLimits {
     pub header_read_timeout: Duration,
     pub body_read_timeout: Duration,
     pub max_body_bytes: usize,
+    pub max_buffered_body_bytes: usize,
     pub max_connections: usize,
     pub max_in_flight: usize,
+    pub idle_timeout: Duration,
+    pub max_h2_streams: u32,
     pub drain_timeout: Duration,
 }
 
@@ -51,9 +51,26 @@ impl Default for ServeLimits {
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_buffered_body_bytes: DEFAULT_MAX_BUFFERED_BODY_BYTES,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            idle_timeout: vote_service::listen::DEFAULT_IDLE_TIMEOUT,
+            max_h2_streams: vote_service::listen::DEFAULT_MAX_H2_STREAMS,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+        }
+    }
+}
+
+impl ServeLimits {
+    /// The bounds of the host's guarded listener: the first request of a connection is due
+    /// within the header timeout.
+    pub fn listen_limits(&self) -> vote_service::listen::ListenLimits {
+        vote_service::listen::ListenLimits {
+            max_connections: self.max_connections,
+            handshake_timeout: self.header_read_timeout,
+            idle_timeout: self.idle_timeout,
+            max_h2_streams: self.max_h2_streams,
+            drain_timeout: self.drain_timeout,
         }
     }
 }
@@ -63,6 +80,8 @@ impl Default for ServeLimits {
 pub enum Shed {
     Connections,
     InFlight,
+    /// Request bodies held in memory.
+    BodyMemory,
 }
 
 impl Shed {
@@ -70,16 +89,17 @@ impl Shed {
         match self {
             Shed::Connections => "connections",
             Shed::InFlight => "in_flight",
+            Shed::BodyMemory => "body_memory",
         }
     }
 }
 
-/// The two bounds, and when a client was last turned away.
+/// The bounds on requests, and when a client was last turned away.
 pub struct Gate {
     pub limits: ServeLimits,
-    connections: Arc<Semaphore>,
+    connections: Arc<ConnectionTable>,
     in_flight: Arc<Semaphore>,
-    refusals: Arc<Semaphore>,
+    body_bytes: Arc<Semaphore>,
     started: Instant,
     /// Milliseconds since `started` of the last shed, plus one (0: never).
     last_shed_ms: AtomicU64,
@@ -97,38 +117,43 @@ pub struct Saturation {
 }
 
 impl Gate {
-    pub fn new(limits: ServeLimits) -> Self {
+    pub fn new(limits: ServeLimits, connections: Arc<ConnectionTable>) -> Self {
         Self {
-            connections: Arc::new(Semaphore::new(limits.max_connections)),
             in_flight: Arc::new(Semaphore::new(limits.max_in_flight)),
-            refusals: Arc::new(Semaphore::new(MAX_REFUSALS_IN_PROGRESS)),
+            body_bytes: Arc::new(Semaphore::new(limits.max_buffered_body_bytes)),
+            connections,
             limits,
             started: Instant::now(),
             last_shed_ms: AtomicU64::new(0),
         }
     }
 
-    /// A place for one more open connection, if there is one.
-    pub fn try_connection(&self) -> Option<OwnedSemaphorePermit> {
-        self.try_take(&self.connections)
-    }
-
     /// A place for one more request in a component, if there is one; never waits.
     pub fn try_in_flight(&self) -> Option<OwnedSemaphorePermit> {
-        self.try_take(&self.in_flight)
-    }
-
-    fn try_take(&self, bound: &Arc<Semaphore>) -> Option<OwnedSemaphorePermit> {
-        let permit = bound.clone().try_acquire_owned().ok();
+        let permit = self.in_flight.clone().try_acquire_owned().ok();
         if permit.is_none() {
-            let now = self.started.elapsed().as_millis() as u64 + 1;
-            self.last_shed_ms.store(now, Ordering::Relaxed);
+            self.shed_now();
         }
         permit
     }
 
+    /// Room for `bytes` more of request bodies in memory, if there is; never waits.
+    pub fn try_body_bytes(&self, bytes: usize) -> Option<OwnedSemaphorePermit> {
+        let permit = u32::try_from(bytes).ok().and_then(|n| self.body_bytes.clone().try_acquire_many_owned(n).ok());
+        if permit.is_none() {
+            self.shed_now();
+        }
+        permit
+    }
+
+    /// Notes that a client was turned away now (readiness says so for a while).
+    pub fn shed_now(&self) {
+        let now = self.started.elapsed().as_millis() as u64 + 1;
+        self.last_shed_ms.store(now, Ordering::Relaxed);
+    }
+
     pub fn saturation(&self) -> Saturation {
-        let connections = self.limits.max_connections - self.connections.available_permits();
+        let connections = self.connections.open();
         let in_flight = self.limits.max_in_flight - self.in_flight.available_permits();
         let last = self.last_shed_ms.load(Ordering::Relaxed);
         let recently_shed = last != 0 && self.started.elapsed().as_millis() as u64 + 1 - last < SATURATED_HOLD.as_millis() as u64;
@@ -140,20 +165,6 @@ impl Gate {
             saturated: recently_shed || connections >= self.limits.max_connections || in_flight >= self.limits.max_in_flight,
         }
     }
-
-    /// Answers a connection over the bound with a fixed `503` and closes it, without letting it
-    /// hold anything for longer than [`REFUSAL_TIMEOUT`]; when too many refusals are under way
-    /// already, the connection is simply closed.
-    pub fn refuse(&self, stream: TcpStream) {
-        let Ok(permit) = self.refusals.clone().try_acquire_owned() else {
-            drop(stream);
-            return;
-        };
-        tokio::spawn(async move {
-            let _ = tokio::time::timeout(REFUSAL_TIMEOUT, answer_refused(stream)).await;
-            drop(permit);
-        });
-    }
 }
 
 /// The JSON error a shed client reads.
@@ -161,59 +172,24 @@ pub fn overloaded_body(shed: Shed) -> serde_json::Value {
     let what = match shed {
         Shed::Connections => "too many open connections",
         Shed::InFlight => "too many requests in progress",
+        Shed::BodyMemory => "too many request bodies in memory",
     };
     serde_json::json!({ "error": format!("the host is overloaded ({what}); retry after {RETRY_AFTER_SECONDS} s"), "field": null })
-}
-
-/// Writes the `503`, says no more will be written, and reads what the client sent until it
-/// closes, so the close does not reset the connection before the client has read the answer.
-async fn answer_refused(mut stream: TcpStream) {
-    let body = overloaded_body(Shed::Connections).to_string();
-    let head = format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: {RETRY_AFTER_SECONDS}\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
-        body.len()
-    );
-    if stream.write_all(format!("{head}{body}").as_bytes()).await.is_err() {
-        return;
-    }
-    let _ = stream.shutdown().await;
-    let mut sink = [0u8; 1024];
-    while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
-}
-
-/// The pause before the next `accept` after `failures` failures in a row: doubling from the
-/// first to the longest of [`ACCEPT_BACKOFF`].
-pub fn accept_backoff(failures: u32) -> Duration {
-    let (first, longest) = ACCEPT_BACKOFF;
-    first.saturating_mul(1u32 << failures.saturating_sub(1).min(16)).min(longest)
-}
-
-/// Raises this process's soft limit on open files to its hard limit, so the connection bound and
-/// not the descriptor limit decides when clients are turned away. Returns the limit now in force.
-pub fn raise_open_files_limit() -> std::io::Result<u64> {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
-    if soft < hard {
-        setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
-    }
-    Ok(hard.max(soft))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vote_service::listen::ListenMetrics;
 
-    #[test]
-    fn accept_backoff_doubles_up_to_the_longest_pause() {
-        assert_eq!(accept_backoff(1), Duration::from_millis(5));
-        assert_eq!(accept_backoff(2), Duration::from_millis(10));
-        assert_eq!(accept_backoff(4), Duration::from_millis(40));
-        assert_eq!(accept_backoff(30), Duration::from_secs(1));
+    fn gate(limits: ServeLimits) -> Gate {
+        let table = Arc::new(ConnectionTable::new(limits.listen_limits(), ListenMetrics::unregistered("test")));
+        Gate::new(limits, table)
     }
 
     #[tokio::test]
     async fn a_full_bound_sheds_and_reports_saturation() {
-        let gate = Gate::new(ServeLimits { max_in_flight: 2, ..ServeLimits::default() });
+        let gate = gate(ServeLimits { max_in_flight: 2, ..ServeLimits::default() });
         let (a, b) = (gate.try_in_flight(), gate.try_in_flight());
         assert!(a.is_some() && b.is_some());
         assert!(gate.saturation().saturated, "a full bound is saturation");
@@ -222,6 +198,15 @@ mod tests {
         let after = gate.saturation();
         assert_eq!(after.in_flight, 0);
         assert!(after.saturated, "saturated for a while after shedding");
+    }
+
+    #[tokio::test]
+    async fn body_memory_is_bounded_over_all_requests() {
+        let gate = gate(ServeLimits { max_buffered_body_bytes: 1000, ..ServeLimits::default() });
+        let first = gate.try_body_bytes(600).expect("room for the first body");
+        assert!(gate.try_body_bytes(600).is_none(), "a second body past the budget is shed");
+        drop(first);
+        assert!(gate.try_body_bytes(600).is_some(), "the budget is given back with the body");
     }
 
     #[test]

@@ -1,4 +1,6 @@
-//! The consumer's health: unhealthy when it has lag but wrote nothing for a while, or cannot reach a store.
+//! The consumer's health: live while the process serves (`/livez`); ready (`/readyz`) unless it
+//! is still connecting, is blocked by a store (full, damaged, a recount), has lag but wrote nothing
+//! for a while, or cannot reach a store. Notices (durability, resets, rewinds) ride along.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -31,7 +33,16 @@ struct State {
     lag_since: Option<Instant>,
     redis_down_since: Option<Instant>,
     mongo_down_since: Option<Instant>,
+    /// Not ready at all yet (still connecting to the stores), with why.
+    starting: Option<String>,
+    /// What keeps batches from being written right now (Redis full, damaged counters, a recount).
+    blocked: Option<String>,
+    /// What an operator should know, newest last, at most [`MAX_NOTICES`].
+    notices: Vec<String>,
 }
+
+/// The most notices kept; older ones are dropped first.
+pub const MAX_NOTICES: usize = 16;
 
 /// Shared between the batch loop, the monitor and `/healthz`.
 #[derive(Clone)]
@@ -43,7 +54,7 @@ pub struct Health {
 
 impl Health {
     pub fn new(stall_after: Duration) -> Self {
-        let state = State { last_progress: Instant::now(), lag: 0, lag_since: None, redis_down_since: None, mongo_down_since: None };
+        let state = State { last_progress: Instant::now(), lag: 0, lag_since: None, redis_down_since: None, mongo_down_since: None, starting: Some("connecting to the stores".to_owned()), blocked: None, notices: Vec::new() };
         Self { state: Arc::new(Mutex::new(state)), stall_after }
     }
 
@@ -53,7 +64,36 @@ impl Health {
 
     /// A batch was written to both stores and committed.
     pub fn progressed(&self) {
-        self.state().last_progress = Instant::now();
+        let mut state = self.state();
+        state.last_progress = Instant::now();
+        state.blocked = None;
+    }
+
+    /// Still starting (`Some(why)`), or started (`None`).
+    pub fn starting(&self, why: Option<String>) {
+        self.state().starting = why;
+    }
+
+    /// Batches cannot be written, and why (`None` once they can).
+    pub fn blocked(&self, why: Option<String>) {
+        self.state().blocked = why;
+    }
+
+    /// Records something an operator should know (kept until the process ends, bounded).
+    pub fn notice(&self, notice: String) {
+        let mut state = self.state();
+        if state.notices.contains(&notice) {
+            return;
+        }
+        if state.notices.len() >= MAX_NOTICES {
+            state.notices.remove(0);
+        }
+        state.notices.push(notice);
+    }
+
+    /// The notices so far.
+    pub fn notices(&self) -> Vec<String> {
+        self.state().notices.clone()
     }
 
     /// The latest total lag over the assigned partitions.
@@ -84,6 +124,12 @@ impl Health {
     /// `Ok` while healthy, else the reason.
     pub fn verdict(&self) -> Result<(), String> {
         let state = self.state();
+        if let Some(why) = &state.starting {
+            return Err(format!("starting: {why}"));
+        }
+        if let Some(why) = &state.blocked {
+            return Err(format!("blocked: {why}"));
+        }
         let now = Instant::now();
         for (store, since) in [(Store::Redis, state.redis_down_since), (Store::MongoDb, state.mongo_down_since)] {
             if let Some(since) = since.filter(|since| now - *since >= self.stall_after) {
@@ -99,12 +145,18 @@ impl Health {
         Ok(())
     }
 
-    /// The `/healthz` answer: `200 ok`, or `503` with the reason.
+    /// The `/readyz` (and `/healthz`) answer: `200 ok`, or `503` with the reason; then one line
+    /// per notice.
     pub fn answer(&self) -> (StatusCode, String) {
-        match self.verdict() {
+        let (status, mut body) = match self.verdict() {
             Ok(()) => (StatusCode::OK, "ok".to_owned()),
             Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("unhealthy: {reason}")),
+        };
+        for notice in self.notices() {
+            body.push_str("\nnotice: ");
+            body.push_str(&notice);
         }
+        (status, body)
     }
 }
 
@@ -112,9 +164,31 @@ impl Health {
 mod tests {
     use super::*;
 
+    fn started(stall_after: Duration) -> Health {
+        let health = Health::new(stall_after);
+        health.starting(None);
+        health
+    }
+
+    #[test]
+    fn not_ready_while_starting_or_blocked_and_notices_are_bounded() {
+        let health = Health::new(Duration::from_secs(60));
+        assert!(health.verdict().unwrap_err().contains("starting"));
+        health.starting(None);
+        health.blocked(Some("redis is full".into()));
+        assert!(health.answer().1.contains("redis is full"));
+        health.progressed();
+        assert!(health.verdict().is_ok());
+        for i in 0..40 {
+            health.notice(format!("notice {i}"));
+        }
+        assert_eq!(health.notices().len(), MAX_NOTICES);
+        assert!(health.answer().1.ends_with("notice: notice 39"));
+    }
+
     #[test]
     fn lag_without_progress_turns_unhealthy_after_the_bound() {
-        let health = Health::new(Duration::from_millis(50));
+        let health = started(Duration::from_millis(50));
         health.set_lag(10);
         assert!(health.verdict().is_ok(), "a fresh lag is not a stall");
         std::thread::sleep(Duration::from_millis(60));
@@ -128,7 +202,7 @@ mod tests {
 
     #[test]
     fn an_unreachable_store_turns_unhealthy_after_the_bound() {
-        let health = Health::new(Duration::from_millis(50));
+        let health = started(Duration::from_millis(50));
         health.store_reachable(Store::MongoDb, false);
         assert!(health.verdict().is_ok());
         std::thread::sleep(Duration::from_millis(60));

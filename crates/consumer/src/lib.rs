@@ -5,10 +5,12 @@
 //! - [`pipeline`]: the batch loop from Kafka to both stores (`vote-store`) and back to the offset
 //!   commit; temporary store failures are waited out with the partitions paused.
 //! - [`dlq`]: the dead-letter envelope and its reasons.
-//! - [`health`]: `/healthz`, unhealthy on a stall with lag or an unreachable store.
+//! - [`health`]: `/livez` and `/readyz`: not ready while starting, blocked, stalled with lag or
+//!   cut off from a store; notices about durability, rewinds and resets.
 //! - [`monitor`]: the lag per partition and the store probes, refreshed every few seconds.
 //! - [`metrics`]: the Prometheus metrics.
 //! - [`rebalance`]: the Kafka context that logs partition assignments.
+//! - [`verify`]: tells a redelivery from a recreated topic by the record at the applied offset.
 //!
 //! A crash anywhere before the commit means the batch is read again; both writes are idempotent
 //! (per offset and per vote id), so nothing is counted twice and nothing is lost.
@@ -19,5 +21,6 @@ pub mod metrics;
 pub mod monitor;
 pub mod pipeline;
 pub mod rebalance;
+pub mod verify;
 
 pub use pipeline::{run, Settings};

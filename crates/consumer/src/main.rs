@@ -31,7 +31,7 @@ struct Args {
     /// MongoDB URL for the vote logs.
     #[arg(long, env = "VOTES_MONGO_URL", default_value = "mongodb://127.0.0.1:27017")]
     mongo_url: String,
-    /// Where `/metrics` and `/healthz` are served.
+    /// Where `/metrics`, `/livez` (the process serves), `/readyz` (it counts; also `/healthz`) are served.
     #[arg(long, env = "VOTES_CONSUMER_METRICS_ADDR", default_value = "0.0.0.0:9101")]
     metrics_addr: SocketAddr,
     /// The most messages in one batch.
@@ -48,6 +48,10 @@ struct Args {
     /// How long vote ids are remembered for deduplication of client retries, in seconds.
     #[arg(long, env = "VOTES_CONSUMER_SEEN_TTL_SECS", default_value_t = vote_store::counters::DEFAULT_SEEN_TTL.as_secs())]
     seen_ttl_secs: u64,
+    /// The most distinct band (and album) names the leaderboards hold; votes for names beyond it
+    /// are counted in the total and the leaderboard's overflow.
+    #[arg(long, env = "VOTES_NAME_CAP", default_value_t = vote_store::votes::DEFAULT_NAME_CAP)]
+    name_cap: u64,
     /// `/healthz` answers 503 after this many seconds with lag but no batch written, or with a
     /// store unreachable.
     #[arg(long, env = "VOTES_CONSUMER_STALL_SECS", default_value_t = 30)]
@@ -74,6 +78,7 @@ impl Args {
             config_check::check_url("mongo-url", &self.mongo_url, config_check::MONGO_SCHEMES),
             (self.group.trim().is_empty()).then(|| "group: must not be empty".to_owned()),
             (self.batch_max == 0).then(|| "batch-max: must be at least 1".to_owned()),
+            (self.name_cap == 0).then(|| "name-cap: must be at least 1".to_owned()),
             // librdkafka's own bounds for session.timeout.ms.
             (!(1_000..=3_600_000).contains(&self.session_timeout_ms)).then(|| "session-timeout-ms: must be between 1000 and 3600000".to_owned()),
         ]
@@ -95,9 +100,14 @@ async fn main() -> anyhow::Result<()> {
     let answer = health.clone();
     let router = axum::Router::new()
         .route("/metrics", get(move || std::future::ready(vote_service::render_metrics(&registry))))
+        .route("/livez", get(|| std::future::ready("alive")))
+        .route("/readyz", get({
+            let answer = answer.clone();
+            move || std::future::ready(answer.answer())
+        }))
         .route("/healthz", get(move || std::future::ready(answer.answer())));
     let bound = vote_service::spawn_http(args.metrics_addr, router, shutdown.clone()).await?;
-    tracing::info!(%bound, "metrics on http://{bound}/metrics, health on http://{bound}/healthz");
+    tracing::info!(%bound, "metrics on http://{bound}/metrics, readiness on http://{bound}/readyz");
     let settings = consumer::Settings {
         brokers: args.brokers,
         topic: args.topic,
@@ -109,6 +119,7 @@ async fn main() -> anyhow::Result<()> {
         batch_linger: Duration::from_millis(args.batch_linger_ms),
         fetch_wait: Duration::from_millis(args.fetch_wait_ms),
         seen_ttl: Duration::from_secs(args.seen_ttl_secs),
+        name_cap: args.name_cap,
         session_timeout: Duration::from_millis(args.session_timeout_ms),
         pause_before_commit: Duration::from_millis(args.pause_before_commit_ms),
     };

@@ -30,6 +30,16 @@ pub struct Metrics {
     pub store_write_seconds: HistogramVec,
     /// Messages published to the dead-letter topic, per reason.
     pub dlq: IntCounterVec,
+    /// Dead letters the broker refused even in their reduced form: given up, logged.
+    pub dlq_lost: IntCounter,
+    /// Partitions re-read from an earlier offset because Redis was behind the batch.
+    pub rewinds: IntCounter,
+    /// Partitions whose applied offset was forgotten because the topic was recreated or reset.
+    pub resyncs: IntCounter,
+    /// Votes counted in a leaderboard's overflow because it holds its cap of names.
+    pub overflowed: IntCounter,
+    /// Records dropped from the carry buffer at its bound during a stall (re-read afterwards).
+    pub carry_dropped: IntCounter,
 }
 
 fn register<M: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: M) -> M {
@@ -66,6 +76,11 @@ impl Metrics {
             visible_seconds: register(&registry, visible_seconds),
             store_write_seconds: register(&registry, store_write_seconds),
             dlq: register(&registry, dlq),
+            dlq_lost: counter(&registry, "consumer_dlq_lost_total", "Dead letters the broker refused even reduced (logged and given up)"),
+            rewinds: counter(&registry, "consumer_rewinds_total", "Partitions re-read from an earlier offset because Redis was behind"),
+            resyncs: counter(&registry, "consumer_resyncs_total", "Partitions whose applied offset was reset because the topic was recreated"),
+            overflowed: counter(&registry, "consumer_votes_overflowed_total", "Votes counted in a leaderboard's overflow (name cap reached)"),
+            carry_dropped: counter(&registry, "consumer_carry_dropped_total", "Records dropped at the carry bound during a stall and read again later"),
             registry,
         }
     }

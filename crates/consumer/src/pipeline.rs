@@ -1,6 +1,7 @@
-//! The batch loop: Kafka -> Redis and MongoDB -> dead letters -> offset commit, waiting out temporary failures.
+//! The batch loop: Kafka -> Redis and MongoDB -> dead letters -> offset commit, waiting out
+//! temporary failures, re-reading what Redis lost and resynchronising a recreated topic.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -8,21 +9,29 @@ use anyhow::Context;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
-use vote_kafka::{Publisher, PublisherSettings};
+use sha2::{Digest, Sha256};
+use vote_core::proto::VoteEvent;
+use vote_kafka::{PublishError, Publisher, PublisherSettings};
 use vote_service::Shutdown;
-use vote_store::counters::{CountError, Delivery};
-use vote_store::{Counters, Logs};
+use vote_store::counters::{fingerprint, Aggregate, Behind, CountError, Event, Replayed, Span};
+use vote_store::logs::Origin;
+use vote_store::{votes, Counters, Logs};
 
 use crate::dlq::{Envelope, Reason};
 use crate::health::{Health, Store};
 use crate::metrics::Metrics;
 use crate::monitor;
 use crate::rebalance::{GroupLog, VoteConsumer};
+use crate::verify::{self, Verdict};
 
 /// The first wait after a failed write; it doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 /// The longest wait between two attempts, so a store that is back is used within this long.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// How long one broker request of a rewind or a check may take.
+const BROKER_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest key a dead letter keeps as its own key; a longer one is replaced by its SHA-256.
+const MAX_DEAD_LETTER_KEY: usize = 1024;
 
 /// Where the consumer reads from and writes to, and how it batches.
 #[derive(Debug, Clone)]
@@ -41,12 +50,22 @@ pub struct Settings {
     /// The longest the broker holds a fetch that found nothing new (`fetch.wait.max.ms`): how
     /// late a vote arriving at an idle partition is seen, at worst.
     pub fetch_wait: Duration,
-    /// How long a vote id is remembered for deduplication.
+    /// How long an idempotency key is remembered for deduplication of client retries.
     pub seen_ttl: Duration,
+    /// The most distinct band (and album) names the leaderboards hold.
+    pub name_cap: u64,
     /// How long the group coordinator waits for a heartbeat before it drops this member.
     pub session_timeout: Duration,
     /// Fault-test hook: sleep this long between the writes and the commit.
     pub pause_before_commit: Duration,
+}
+
+impl Settings {
+    /// The most records kept aside while the stores are failing; past it records are dropped
+    /// and their partition re-read from the first one dropped.
+    fn carry_bound(&self) -> usize {
+        self.batch_max.saturating_mul(4).max(64)
+    }
 }
 
 /// One message as read, owned so that it can wait in a batch.
@@ -71,14 +90,37 @@ impl Received {
 /// Shutdown was requested while waiting; the batch in hand is not committed (it is read again).
 struct Stopped;
 
+/// What became of a batch.
+enum Outcome {
+    /// Written to both stores and dead-lettered: commit it.
+    Done,
+    /// Redis was behind on some partitions: those are re-read from there, the rest of the batch
+    /// was put back in front; nothing was written or is committed.
+    Rewound,
+}
+
 /// A message for the dead-letter topic: its key there and its envelope.
 type DeadLetter = (Vec<u8>, Envelope);
 
-/// The loop's state: clients, and the messages received while the partitions were paused.
+/// The votes of a batch that decoded: each with its index in the batch.
+struct Decoded {
+    events: Vec<Event>,
+    votes: Vec<(VoteEvent, usize)>,
+}
+
+impl Decoded {
+    fn remove(&mut self, index: usize) -> (VoteEvent, usize) {
+        self.events.remove(index);
+        self.votes.remove(index)
+    }
+}
+
+/// The loop's state: clients, and what it keeps between batches.
 struct Worker {
     settings: Settings,
     consumer: Arc<VoteConsumer>,
     counters: Counters,
+    aggregates: Vec<Aggregate>,
     logs: Logs,
     dead_letters: Publisher,
     metrics: Metrics,
@@ -86,19 +128,27 @@ struct Worker {
     shutdown: Shutdown,
     /// Messages received during a stall, read before anything new (order per partition kept).
     carry: VecDeque<Received>,
-    /// The partitions paused during a stall, resumed once the batch is through.
-    paused: Option<TopicPartitionList>,
+    /// Whether the assignment is paused (a stall), resumed once the batch is through.
+    paused: bool,
+    /// Partitions whose records were dropped at the carry bound, and the first offset dropped:
+    /// re-read from there once the stall is over.
+    dropped: BTreeMap<i32, i64>,
+    /// Per partition, the first offset still in the log after a rewind found older records
+    /// expired: a batch may start there although Redis applied less.
+    floors: HashMap<i32, i64>,
+    /// Per partition, the applied offset whose record was found still in the log.
+    verified: HashMap<i32, i64>,
 }
 
-/// Runs the loop until `shutdown` fires; the batch in hand is finished and committed first, or
-/// left uncommitted if the stores are failing.
+/// Connects to the stores (waiting for them, with the reason in the health), then runs the loop
+/// until `shutdown` fires; the batch in hand is finished and committed first, or left
+/// uncommitted if the stores are failing.
 pub async fn run(settings: Settings, metrics: Metrics, health: Health, shutdown: Shutdown) -> anyhow::Result<()> {
-    let counters = Counters::connect(&settings.redis_url, settings.seen_ttl)
-        .await
-        .with_context(|| format!("Redis at {} (--redis-url / VOTES_REDIS_URL)", settings.redis_url))?;
-    let logs = Logs::connect(&settings.mongo_url)
-        .await
-        .with_context(|| format!("connecting to MongoDB at {} (--mongo-url / VOTES_MONGO_URL)", settings.mongo_url))?;
+    let aggregates = votes::aggregates(settings.name_cap);
+    let Some((counters, logs)) = connect_stores(&settings, &aggregates, &health, &shutdown).await else {
+        tracing::info!("consumer stopped before the stores answered");
+        return Ok(());
+    };
     let dead_letters = Publisher::new(&PublisherSettings::new(&settings.brokers, format!("consumer-{}-dlq", settings.group)))
         .context("creating the dead-letter producer")?;
     let consumer: VoteConsumer = vote_kafka::consumer_config(&settings.brokers, &settings.group)
@@ -109,26 +159,120 @@ pub async fn run(settings: Settings, metrics: Metrics, health: Health, shutdown:
     consumer.subscribe(&[&settings.topic]).context("subscribing to the votes topic")?;
     let consumer = Arc::new(consumer);
     monitor::spawn(consumer.clone(), counters.clone(), logs.clone(), health.clone(), metrics.clone());
+    health.starting(None);
     tracing::info!(topic = %settings.topic, dlq = %settings.dlq_topic, group = %settings.group, "consuming");
 
-    let mut worker = Worker { settings, consumer, counters, logs, dead_letters, metrics, health, shutdown, carry: VecDeque::new(), paused: None };
+    let mut worker = Worker {
+        settings,
+        consumer,
+        counters,
+        aggregates,
+        logs,
+        dead_letters,
+        metrics,
+        health,
+        shutdown,
+        carry: VecDeque::new(),
+        paused: false,
+        dropped: BTreeMap::new(),
+        floors: HashMap::new(),
+        verified: HashMap::new(),
+    };
     while let Some(batch) = worker.next_batch().await {
         let started = Instant::now();
-        if worker.process(&batch).await.is_err() {
-            tracing::warn!(messages = batch.len(), "stopping with a batch not written; it will be read again");
-            break;
+        match worker.process(batch).await {
+            Err(Stopped) => {
+                tracing::warn!("stopping with a batch not written; it will be read again");
+                break;
+            }
+            Ok((Outcome::Rewound, _)) => continue,
+            Ok((Outcome::Done, batch)) => {
+                let pause = worker.settings.pause_before_commit;
+                if !pause.is_zero() {
+                    tracing::warn!(?pause, "pausing before the commit (fault-test hook)");
+                    tokio::time::sleep(pause).await;
+                }
+                worker.commit(&batch);
+                worker.health.progressed();
+                worker.metrics.batch_seconds.observe(started.elapsed().as_secs_f64());
+            }
         }
-        let pause = worker.settings.pause_before_commit;
-        if !pause.is_zero() {
-            tracing::warn!(?pause, "pausing before the commit (fault-test hook)");
-            tokio::time::sleep(pause).await;
-        }
-        worker.commit(&batch);
-        worker.health.progressed();
-        worker.metrics.batch_seconds.observe(started.elapsed().as_secs_f64());
     }
     tracing::info!("consumer stopped");
     Ok(())
+}
+
+/// Waits until Redis (with a safe eviction policy) and MongoDB answer; the health says what it
+/// waits for. `None` if shutdown came first.
+async fn connect_stores(settings: &Settings, aggregates: &[Aggregate], health: &Health, shutdown: &Shutdown) -> Option<(Counters, Logs)> {
+    let counters = loop {
+        match Counters::connect(&settings.redis_url, settings.seen_ttl, aggregates).await {
+            Ok(counters) => break counters,
+            Err(error) => {
+                let why = format!("redis at {} (--redis-url / VOTES_REDIS_URL): {error}", settings.redis_url);
+                tracing::warn!("waiting for {why}");
+                health.starting(Some(why));
+                wait(MAX_BACKOFF, shutdown).await.ok()?;
+            }
+        }
+    };
+    let logs = loop {
+        match Logs::connect(&settings.mongo_url).await {
+            Ok(logs) => break logs,
+            Err(error) => {
+                let why = format!("mongodb at {} (--mongo-url / VOTES_MONGO_URL): {error}", settings.mongo_url);
+                tracing::warn!("waiting for {why}");
+                health.starting(Some(why));
+                wait(MAX_BACKOFF, shutdown).await.ok()?;
+            }
+        }
+    };
+    match counters.durability().await {
+        Ok(durability) => durability.notices().into_iter().for_each(|notice| health.notice(notice)),
+        Err(error) => tracing::warn!(%error, "cannot read redis' persistence settings"),
+    }
+    if counters.recount_incomplete().await.unwrap_or(false) {
+        health.notice("a votectl recount started and did not finish: the counters are incomplete until it is run again".to_owned());
+    }
+    Some((counters, logs))
+}
+
+/// Sleeps `period`, or returns early with [`Stopped`] on shutdown.
+async fn wait(period: Duration, shutdown: &Shutdown) -> Result<(), Stopped> {
+    let mut shutdown = shutdown.clone();
+    tokio::select! {
+        _ = tokio::time::sleep(period) => Ok(()),
+        _ = shutdown.wait() => Err(Stopped),
+    }
+}
+
+/// The spans of a batch: per partition the first and last offset read and the last record's
+/// fingerprint.
+fn spans_of(batch: &[Received]) -> Vec<Span> {
+    let mut spans: Vec<Span> = Vec::new();
+    for received in batch {
+        let fingerprint = fingerprint(received.key.as_deref());
+        match spans.iter_mut().find(|span| span.partition == received.partition) {
+            Some(span) => {
+                span.first = span.first.min(received.offset);
+                if received.offset >= span.last {
+                    span.last = received.offset;
+                    span.last_fingerprint = fingerprint;
+                }
+            }
+            None => spans.push(Span::new(received.partition, received.offset, received.offset, fingerprint)),
+        }
+    }
+    spans
+}
+
+/// The key a dead letter is published under: the record's own, or its SHA-256 if it is long.
+fn dead_letter_key(key: Option<&[u8]>) -> Vec<u8> {
+    match key {
+        Some(key) if key.len() > MAX_DEAD_LETTER_KEY => format!("sha256:{:x}", Sha256::digest(key)).into_bytes(),
+        Some(key) => key.to_vec(),
+        None => Vec::new(),
+    }
 }
 
 impl Worker {
@@ -168,20 +312,20 @@ impl Worker {
         Some(batch)
     }
 
-    /// Decodes, counts, logs and dead-letters one batch; returns once all of it is done.
-    async fn process(&mut self, batch: &[Received]) -> Result<(), Stopped> {
+    /// Decodes, counts, logs and dead-letters one batch; returns once all of it is done, or
+    /// once it was put back because Redis is behind.
+    async fn process(&mut self, batch: Vec<Received>) -> Result<(Outcome, Vec<Received>), Stopped> {
         let mut dead = Vec::new();
-        let mut votes = Vec::with_capacity(batch.len());
-        let mut origins = Vec::with_capacity(batch.len());
+        let mut decoded = Decoded { events: Vec::with_capacity(batch.len()), votes: Vec::with_capacity(batch.len()) };
         for (at, received) in batch.iter().enumerate() {
-            let decoded = match &received.payload {
+            let vote = match &received.payload {
                 Some(payload) => vote_core::decode_event(payload).map_err(|e| (Reason::of_event_error(&e), e.to_string())),
                 None => Err((Reason::Undecodable, "the record has no payload".to_owned())),
             };
-            match decoded {
-                Ok(event) => {
-                    votes.push(Delivery { partition: received.partition, offset: received.offset, event });
-                    origins.push(at);
+            match vote {
+                Ok(vote) => {
+                    decoded.events.push(votes::event(received.partition, received.offset, &vote));
+                    decoded.votes.push((vote, at));
                 }
                 Err((reason, error)) => {
                     self.metrics.poison.inc();
@@ -189,15 +333,15 @@ impl Worker {
                 }
             }
         }
-        self.count(&mut votes, &mut origins, batch, &mut dead).await?;
-        self.log(&votes, &origins, batch, &mut dead).await?;
-        self.publish_dead_letters(dead).await?;
-        if let Some(paused) = self.paused.take() {
-            // Partitions revoked meanwhile cannot be resumed, and need not be.
-            let _ = self.consumer.resume(&paused);
-            tracing::info!("stores answer again; partitions resumed");
+        let mut spans = spans_of(&batch);
+        if let Some(behind) = self.count(&mut spans, &mut decoded, &batch, &mut dead).await? {
+            self.rewind(&behind, batch).await;
+            return Ok((Outcome::Rewound, Vec::new()));
         }
-        Ok(())
+        self.log(&decoded.votes, &batch, &mut dead).await?;
+        self.publish_dead_letters(dead).await?;
+        self.resume().await;
+        Ok((Outcome::Done, batch))
     }
 
     fn dead_letter(&self, received: &Received, reason: Reason, error: String) -> DeadLetter {
@@ -212,36 +356,54 @@ impl Worker {
             received.payload.as_deref(),
             &self.settings.group,
         );
-        (received.key.clone().unwrap_or_default(), envelope)
+        (dead_letter_key(received.key.as_deref()), envelope)
     }
 
     /// Counts the votes in Redis; a vote Redis refuses goes to the dead letters and the rest is
-    /// tried again at once; anything else is waited out.
-    async fn count(&mut self, votes: &mut Vec<Delivery>, origins: &mut Vec<usize>, batch: &[Received], dead: &mut Vec<DeadLetter>) -> Result<(), Stopped> {
+    /// tried again at once; a replay is checked against the log; anything else is waited out.
+    /// Returns the partitions Redis is behind on, if any (nothing was written then).
+    async fn count(&mut self, spans: &mut [Span], decoded: &mut Decoded, batch: &[Received], dead: &mut Vec<DeadLetter>) -> Result<Option<Vec<Behind>>, Stopped> {
         let mut backoff = FIRST_BACKOFF;
         loop {
+            for span in spans.iter_mut() {
+                span.floor = self.floors.get(&span.partition).copied().unwrap_or(-1);
+                span.verified = self.verified.get(&span.partition).copied();
+            }
             let started = Instant::now();
-            match self.counters.count(&self.settings.topic, votes).await {
+            let topic = self.settings.topic.clone();
+            match self.counters.count(&topic, &self.aggregates, spans, &decoded.events, false).await {
                 Ok(counted) => {
                     self.metrics.store_write_seconds.with_label_values(&[Store::Redis.label()]).observe(started.elapsed().as_secs_f64());
                     let now = vote_core::now_ms();
                     for &index in &counted.newly_counted {
-                        let received_at = votes[index].event.received_at_ms;
+                        let received_at = decoded.votes[index].0.received_at_ms;
                         self.metrics.visible_seconds.observe((now - received_at).max(0) as f64 / 1000.0);
                     }
                     self.metrics.counted.inc_by(counted.counted);
                     self.metrics.duplicates.inc_by(counted.skipped);
+                    self.metrics.overflowed.inc_by(counted.overflowed);
                     self.health.store_reachable(Store::Redis, true);
-                    return Ok(());
+                    for span in spans.iter() {
+                        self.floors.remove(&span.partition);
+                    }
+                    return Ok(None);
                 }
-                Err(CountError::Vote { index, reason }) => {
-                    let vote = votes.remove(index);
-                    let at = origins.remove(index);
-                    let reason = format!("redis refused vote {}: {reason}", vote.event.vote_id);
+                Err(CountError::Event { index, reason }) => {
+                    let (vote, at) = decoded.remove(index);
+                    let reason = format!("redis refused vote {}: {reason}", vote.vote_id);
                     dead.push(self.dead_letter(&batch[at], Reason::RedisRejected, reason));
                 }
-                Err(CountError::Store(reason)) => {
-                    tracing::error!(%reason, "the Redis counters are damaged and need an operator; nothing of the batch was counted, retrying");
+                Err(CountError::Gap(behind)) => return Ok(Some(behind)),
+                Err(CountError::Replay(replayed)) => {
+                    if let Err(error) = self.check_replays(&replayed).await {
+                        tracing::warn!(%error, retry_in = ?backoff, "cannot check the applied offsets against the log, retrying");
+                        self.stall(&mut backoff).await?;
+                    }
+                }
+                Err(error @ (CountError::Full(_) | CountError::Store(_) | CountError::Recounting)) => {
+                    tracing::error!(%error, retry_in = ?backoff, "nothing of the batch was counted; waiting");
+                    self.health.store_reachable(Store::Redis, true);
+                    self.health.blocked(Some(error.to_string()));
                     self.stall(&mut backoff).await?;
                 }
                 Err(error @ CountError::Unavailable(_)) => {
@@ -253,18 +415,89 @@ impl Worker {
         }
     }
 
+    /// For each partition the batch replays, reads the record at its applied offset: the same
+    /// record (or one expired) makes it a redelivery; another one means the topic was recreated
+    /// or reset, and the partition's applied offset is forgotten, loudly.
+    async fn check_replays(&mut self, replayed: &[Replayed]) -> anyhow::Result<()> {
+        for replay in replayed {
+            let (brokers, topic) = (self.settings.brokers.clone(), self.settings.topic.clone());
+            let (partition, applied, expected) = (replay.partition, replay.applied, replay.fingerprint.clone());
+            let verdict = tokio::task::spawn_blocking(move || verify::check(&brokers, &topic, partition, applied, expected.as_deref(), BROKER_TIMEOUT)).await??;
+            match verdict {
+                Verdict::Same | Verdict::Unknown => {
+                    tracing::info!(partition, applied, ?verdict, "a redelivery: the applied offset's record is the one counted");
+                    self.verified.insert(partition, applied);
+                }
+                Verdict::Reset(why) => {
+                    if self.counters.resync(&self.settings.topic, partition, applied).await? {
+                        self.metrics.resyncs.inc();
+                        let notice = format!(
+                            "partition {partition} of {} was recreated or reset ({why}): counting restarted there; votes counted before stay counted",
+                            self.settings.topic
+                        );
+                        tracing::error!("{notice}");
+                        self.health.notice(notice);
+                    }
+                    self.verified.remove(&partition);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Re-reads each partition Redis is behind on from after its applied offset (or from the
+    /// oldest record still in the log), and puts the rest of the batch back in front.
+    async fn rewind(&mut self, behind: &[Behind], batch: Vec<Received>) {
+        let partitions: HashSet<i32> = behind.iter().map(|b| b.partition).collect();
+        let kept: Vec<Received> = batch.into_iter().filter(|r| !partitions.contains(&r.partition)).collect();
+        self.carry.retain(|r| !partitions.contains(&r.partition));
+        for received in kept.into_iter().rev() {
+            self.carry.push_front(received);
+        }
+        for lag in behind {
+            let mut from = lag.applied + 1;
+            let (consumer, topic, partition) = (self.consumer.clone(), self.settings.topic.clone(), lag.partition);
+            let watermarks = tokio::task::spawn_blocking(move || consumer.fetch_watermarks(&topic, partition, BROKER_TIMEOUT)).await;
+            if let Ok(Ok((low, _))) = watermarks {
+                if low > from {
+                    let notice = format!(
+                        "partition {partition}: records {from} to {} expired from the log before redis kept their counts; run votectl recount to rebuild from the logs",
+                        low - 1
+                    );
+                    tracing::error!("{notice}");
+                    self.health.notice(notice);
+                    self.floors.insert(partition, low);
+                    from = low;
+                }
+            }
+            self.metrics.rewinds.inc();
+            let notice = format!("redis was behind on partition {partition} (applied offset {}): re-read from offset {from}", lag.applied);
+            tracing::warn!("{notice}");
+            self.health.notice(notice);
+            self.dropped.remove(&partition);
+            if let Err(error) = self.consumer.seek(&self.settings.topic, partition, Offset::Offset(from), BROKER_TIMEOUT) {
+                tracing::warn!(%error, partition, "seek failed; the partition is re-read from its committed offset after the next rebalance");
+            }
+        }
+    }
+
     /// Logs the votes in MongoDB; documents it refuses go to the dead letters, anything else
     /// is waited out (the insert is idempotent).
-    async fn log(&mut self, votes: &[Delivery], origins: &[usize], batch: &[Received], dead: &mut Vec<DeadLetter>) -> Result<(), Stopped> {
+    async fn log(&mut self, votes: &[(VoteEvent, usize)], batch: &[Received], dead: &mut Vec<DeadLetter>) -> Result<(), Stopped> {
         let mut backoff = FIRST_BACKOFF;
         loop {
             let started = Instant::now();
-            match self.logs.insert(votes.iter().map(|vote| &vote.event)).await {
+            let topic = &self.settings.topic;
+            let documents = votes.iter().map(|(vote, at)| {
+                let received = &batch[*at];
+                (vote, Origin { topic: topic.clone(), partition: received.partition, offset: received.offset })
+            });
+            match self.logs.insert(documents).await {
                 Ok(inserted) => {
                     self.metrics.store_write_seconds.with_label_values(&[Store::MongoDb.label()]).observe(started.elapsed().as_secs_f64());
                     self.metrics.logged.inc_by(inserted.inserted);
                     for (index, reason) in inserted.rejected {
-                        dead.push(self.dead_letter(&batch[origins[index]], Reason::MongodbRejected, reason));
+                        dead.push(self.dead_letter(&batch[votes[index].1], Reason::MongodbRejected, reason));
                     }
                     self.health.store_reachable(Store::MongoDb, true);
                     return Ok(());
@@ -278,7 +511,9 @@ impl Worker {
         }
     }
 
-    /// Publishes the dead letters and waits for every acknowledgement.
+    /// Publishes the dead letters and waits for every acknowledgement. One the broker refuses is
+    /// sent again reduced (heads only); refused again, it is logged and given up, so a record
+    /// never blocks its partition. A broker that is away is waited out.
     async fn publish_dead_letters(&mut self, mut pending: Vec<DeadLetter>) -> Result<(), Stopped> {
         let mut backoff = FIRST_BACKOFF;
         while !pending.is_empty() {
@@ -290,11 +525,24 @@ impl Worker {
             });
             let results = futures::future::join_all(sends).await;
             let mut failed = Vec::new();
+            let mut retry_now = false;
             for ((key, envelope), result) in pending.into_iter().zip(results) {
                 match result {
                     Ok(ack) => {
                         self.metrics.dlq.with_label_values(&[envelope.reason.label()]).inc();
                         tracing::info!(partition = envelope.partition, offset = envelope.offset, dlq_partition = ack.partition, dlq_offset = ack.offset, "dead letter stored");
+                    }
+                    Err(PublishError::Refused(error)) => {
+                        let reduced = envelope.reduced();
+                        if reduced.to_json().len() < envelope.to_json().len() {
+                            tracing::warn!(%error, partition = envelope.partition, offset = envelope.offset, "dead letter refused; sending it reduced");
+                            failed.push((key, reduced));
+                            retry_now = true;
+                        } else {
+                            self.metrics.dlq_lost.inc();
+                            tracing::error!(%error, partition = envelope.partition, offset = envelope.offset, reason = envelope.reason.label(),
+                                "the dead-letter topic refused the record even reduced; giving it up so the partition goes on");
+                        }
                     }
                     Err(error) => {
                         tracing::warn!(%error, partition = envelope.partition, offset = envelope.offset, "dead letter not stored, retrying");
@@ -303,38 +551,61 @@ impl Worker {
                 }
             }
             pending = failed;
-            if !pending.is_empty() {
+            if !pending.is_empty() && !retry_now {
                 self.stall(&mut backoff).await?;
             }
         }
         Ok(())
     }
 
-    /// Waits `backoff` (then doubles it, up to [`MAX_BACKOFF`]) with the partitions paused,
-    /// still polling so the consumer keeps its place in the group; messages already fetched are
-    /// carried into the next batch.
+    /// Waits `backoff` (then doubles it, up to [`MAX_BACKOFF`]) with the whole assignment paused
+    /// (again each time: partitions assigned meanwhile too), still polling so the consumer keeps
+    /// its place in the group. Messages already fetched are carried into the next batch, up to a
+    /// bound; past it they are dropped and their partition re-read later from the first dropped.
     async fn stall(&mut self, backoff: &mut Duration) -> Result<(), Stopped> {
         self.metrics.write_retries.inc();
-        if self.paused.is_none() {
-            if let Ok(assignment) = self.consumer.assignment() {
-                if self.consumer.pause(&assignment).is_ok() {
-                    self.paused = Some(assignment);
-                }
+        if let Ok(assignment) = self.consumer.assignment() {
+            if self.consumer.pause(&assignment).is_ok() {
+                self.paused = true;
             }
         }
         let deadline = tokio::time::Instant::now() + *backoff;
         *backoff = (*backoff * 2).min(MAX_BACKOFF);
         let consumer = self.consumer.clone();
+        let bound = self.settings.carry_bound();
         loop {
             let message = tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => return Ok(()),
                 _ = self.shutdown.wait() => return Err(Stopped),
                 message = consumer.recv() => message,
             };
-            if let Some(received) = self.receive(message) {
+            let Some(received) = self.receive(message) else { continue };
+            if self.dropped.contains_key(&received.partition) || self.carry.len() >= bound {
+                self.metrics.carry_dropped.inc();
+                let first = self.dropped.entry(received.partition).or_insert(received.offset);
+                *first = (*first).min(received.offset);
+            } else {
                 self.carry.push_back(received);
             }
         }
+    }
+
+    /// After a stall: resumes the assignment and re-reads the partitions dropped at the bound.
+    async fn resume(&mut self) {
+        if !self.paused {
+            return;
+        }
+        self.paused = false;
+        if let Ok(assignment) = self.consumer.assignment() {
+            // Partitions revoked meanwhile cannot be resumed, and need not be.
+            let _ = self.consumer.resume(&assignment);
+        }
+        for (partition, from) in std::mem::take(&mut self.dropped) {
+            if let Err(error) = self.consumer.seek(&self.settings.topic, partition, Offset::Offset(from), BROKER_TIMEOUT) {
+                tracing::warn!(%error, partition, "seek after a stall failed; the partition is re-read from its committed offset after the next rebalance");
+            }
+        }
+        tracing::info!("stores answer again; partitions resumed");
     }
 
     /// Commits, for each partition of the batch, the offset after its last message.
@@ -355,5 +626,29 @@ impl Worker {
             // The writes are idempotent: a failed commit only means the batch is read once more.
             Err(error) => tracing::warn!(%error, "offset commit failed; the batch will be redelivered and skipped by the applied offsets"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn received(partition: i32, offset: i64, key: &[u8]) -> Received {
+        Received { partition, offset, key: Some(key.to_vec()), payload: None }
+    }
+
+    #[test]
+    fn a_span_covers_every_record_of_its_partition_and_names_the_last() {
+        let spans = spans_of(&[received(0, 5, b"a"), received(1, 9, b"b"), received(0, 7, b"c")]);
+        assert_eq!(spans.len(), 2);
+        assert_eq!((spans[0].first, spans[0].last, spans[0].last_fingerprint.as_str()), (5, 7, "63"));
+        assert_eq!((spans[1].first, spans[1].last), (9, 9));
+    }
+
+    #[test]
+    fn a_long_key_is_replaced_by_its_digest_in_the_dead_letter() {
+        assert_eq!(dead_letter_key(Some(b"k")), b"k");
+        let long = dead_letter_key(Some(&[7u8; 100_000]));
+        assert!(long.len() < 80 && long.starts_with(b"sha256:"));
     }
 }

@@ -232,6 +232,13 @@ pub fn redis_command(target: &Value) -> Result<Vec<String>, String> {
         "get" | "hgetall" | "hkeys" | "hlen" | "llen" | "scard" | "smembers" | "type" | "ttl" | "xlen" if !key.is_empty() => {
             Ok(vec![command.to_uppercase(), key.to_owned()])
         }
+        // The plugin sends `ZRANGE key min max [zrangeQuery] WITHSCORES`.
+        "zrange" if !key.is_empty() => {
+            let mut words = vec!["ZRANGE".to_owned(), key.to_owned(), target["min"].as_str().unwrap_or("").to_owned(), target["max"].as_str().unwrap_or("").to_owned()];
+            words.extend(target["zrangeQuery"].as_str().filter(|q| !q.is_empty()).map(str::to_owned));
+            words.push("WITHSCORES".to_owned());
+            Ok(words)
+        }
         "hget" if !key.is_empty() => Ok(vec!["HGET".into(), key.to_owned(), target["field"].as_str().unwrap_or("").to_owned()]),
         _ => Err(format!("command {command:?} on key {key:?} is not one the redis-datasource runs with a key")),
     }
@@ -276,6 +283,10 @@ mod tests {
     #[test]
     fn redis_targets_become_commands() {
         assert_eq!(redis_command(&json!({ "command": "hgetall", "keyName": "{votes}:bands" })).unwrap(), ["HGETALL", "{votes}:bands"]);
+        assert_eq!(
+            redis_command(&json!({ "command": "zrange", "keyName": "{votes}:bands", "min": "-20", "max": "-1" })).unwrap(),
+            ["ZRANGE", "{votes}:bands", "-20", "-1", "WITHSCORES"]
+        );
         assert_eq!(redis_command(&json!({ "type": "cli", "query": "LRANGE {votes}:recent 0 19" })).unwrap(), ["LRANGE", "{votes}:recent", "0", "19"]);
         assert!(redis_command(&json!({ "command": "get" })).is_err());
     }

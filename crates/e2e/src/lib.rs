@@ -268,9 +268,26 @@ impl TestStack {
         total.unwrap_or(0)
     }
 
-    /// A hash of the Redis contract, field -> count.
-    pub async fn hash(&self, key: &str) -> HashMap<String, u64> {
-        redis::cmd("HGETALL").arg(key).query_async(&mut self.redis().await).await.unwrap()
+    /// A leaderboard of the Redis contract (a sorted set), member -> count, all of it.
+    pub async fn counts(&self, key: &str) -> HashMap<String, u64> {
+        let members: Vec<(String, f64)> = redis::cmd("ZRANGE").arg(key).arg(0).arg(-1).arg("WITHSCORES").query_async(&mut self.redis().await).await.unwrap();
+        members.into_iter().map(|(member, score)| (member, score as u64)).collect()
+    }
+
+    /// Counts and logs `events` the way the consumer does, as read from partition 0 of `votes`
+    /// from `first_offset` (which must follow the offsets stored before).
+    pub async fn store_votes(&self, events: &[vote_core::proto::VoteEvent], first_offset: i64) {
+        use vote_store::{counters, logs, votes};
+        let aggregates = votes::aggregates(votes::DEFAULT_NAME_CAP);
+        let counters = counters::Counters::connect(&self.config.redis_url(), Duration::from_secs(600), &aggregates).await.unwrap();
+        let offset = |i: usize| first_offset + i as i64;
+        let batch: Vec<_> = events.iter().enumerate().map(|(i, e)| votes::event(0, offset(i), e)).collect();
+        let last = counters::fingerprint(events.last().map(|e| e.vote_id.as_bytes()));
+        let span = counters::Span::new(0, first_offset, offset(events.len().saturating_sub(1)), last);
+        counters.count(vote_core::TOPIC, &aggregates, &[span], &batch, false).await.unwrap();
+        let origin = |i: usize| logs::Origin { topic: vote_core::TOPIC.to_owned(), partition: 0, offset: offset(i) };
+        let logs = logs::Logs::connect(&self.config.mongo_url()).await.unwrap();
+        logs.insert(events.iter().enumerate().map(|(i, e)| (e, origin(i)))).await.unwrap();
     }
 
     pub async fn logs(&self) -> mongodb::Collection<mongodb::bson::Document> {

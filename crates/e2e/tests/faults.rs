@@ -48,7 +48,7 @@ async fn store_killed_under_load(part: Part) {
     stack.wait_for_counts(accepted, Duration::from_secs(40)).await;
     assert_eq!(stack.total().await, accepted);
     assert_eq!(stack.logged().await, accepted);
-    let paths = stack.hash(vote_store::keys::PATHS).await;
+    let paths = stack.counts(vote_store::keys::PATHS).await;
     assert!(paths["grpc"] > 0 && paths["wasm"] > 0, "{paths:?}");
     eventually(Duration::from_secs(10), || async { health(port).await.0 == 200 }).await.expect("/healthz healthy again");
     println!("{} fault: {accepted} accepted, counted and logged once each", part.name());
@@ -145,7 +145,7 @@ async fn a_full_replay_after_the_markers_expired_changes_no_count() {
     stack.cast_all(valid_votes(500)).await;
     stack.wait_for_counts(500, Duration::from_secs(40)).await;
     stack.supervisor.stop("first", Duration::from_secs(10)).unwrap();
-    let bands = stack.hash(vote_store::keys::BANDS).await;
+    let bands = stack.counts(vote_store::keys::BANDS).await;
 
     let mut redis = stack.redis().await;
     let markers: Vec<String> = redis::cmd("KEYS").arg(format!("{}*", vote_store::keys::SEEN_PREFIX)).query_async(&mut redis).await.unwrap();
@@ -161,5 +161,5 @@ async fn a_full_replay_after_the_markers_expired_changes_no_count() {
     assert!(metric(port, "consumer_votes_duplicate_total").await >= 500.0);
     assert_eq!(stack.total().await, 500);
     assert_eq!(stack.logged().await, 500);
-    assert_eq!(stack.hash(vote_store::keys::BANDS).await, bands);
+    assert_eq!(stack.counts(vote_store::keys::BANDS).await, bands);
 }

@@ -57,7 +57,7 @@ async fn locust_drives_every_path_and_each_accepted_vote_is_counted_once() {
     assert!(mixed["by_name"]["POST /votes"]["requests"].as_u64().unwrap() > 0, "{mixed:#}");
     assert!(mixed["by_name"]["/votes.v1.VoteService/Cast"]["requests"].as_u64().unwrap() > 0, "{mixed:#}");
     assert_eq!(stack.total().await, accepted);
-    let paths = stack.hash(vote_store::keys::PATHS).await;
+    let paths = stack.counts(vote_store::keys::PATHS).await;
     for path in ["wasm", "native", "grpc"] {
         assert!(paths.get(path).copied().unwrap_or(0) > 0, "no vote counted on path {path}: {paths:?}");
     }

@@ -67,7 +67,7 @@ async fn native_rest_answers_every_request_as_the_component_does() {
     }
     assert_eq!(accepted, 2, "one vote and one batch item accepted per producer");
     stack.wait_for_counts(2 * accepted, std::time::Duration::from_secs(30)).await;
-    let paths = stack.hash(vote_store::keys::PATHS).await;
+    let paths = stack.counts(vote_store::keys::PATHS).await;
     assert_eq!(paths.get("wasm"), Some(&accepted), "{paths:?}");
     assert_eq!(paths.get("native"), Some(&accepted), "{paths:?}");
     let identity: serde_json::Value = http.get(format!("{}/.well-known/component", stack.config.native_url())).send().await.unwrap().json().await.unwrap();

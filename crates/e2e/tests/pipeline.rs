@@ -26,12 +26,12 @@ async fn grpc_votes_are_counted_and_logged_exactly_once() {
     stack.wait_for_counts(1000, Duration::from_secs(60)).await;
     assert_eq!(stack.total().await, 1000);
     assert_eq!(stack.logged().await, 1000);
-    let bands = stack.hash(vote_store::keys::BANDS).await;
+    let bands = stack.counts(vote_store::keys::BANDS).await;
     assert_eq!(bands.values().sum::<u64>(), 1000);
     assert_eq!(bands["Malacates Trébol Shop"], 250);
     assert!(!bands.contains_key("Legión"), "an invalid vote was counted: {bands:?}");
-    assert_eq!(stack.hash(vote_store::keys::PATHS).await["grpc"], 1000);
-    assert_eq!(stack.hash(vote_store::keys::ALBUMS).await.values().sum::<u64>(), 1000);
+    assert_eq!(stack.counts(vote_store::keys::PATHS).await["grpc"], 1000);
+    assert_eq!(stack.counts(vote_store::keys::ALBUMS).await.values().sum::<u64>(), 1000);
 
     let logs = stack.logs().await;
     let one = logs.find_one(mongodb::bson::doc! { "_id": &accepted[0] }).await.unwrap().expect("log of an accepted vote");
@@ -67,7 +67,7 @@ async fn a_consumer_killed_before_its_commit_counts_nothing_twice() {
     assert_eq!(metric(port, "consumer_votes_counted_total").await, 0.0);
     assert_eq!(stack.total().await, 1000);
     assert_eq!(stack.logged().await, 1000);
-    assert_eq!(stack.hash(vote_store::keys::BANDS).await.values().sum::<u64>(), 1000);
+    assert_eq!(stack.counts(vote_store::keys::BANDS).await.values().sum::<u64>(), 1000);
 }
 
 /// Two consumers in one group share the partitions; together they count every vote once.

@@ -24,9 +24,9 @@ async fn assert_counts_equal_logs(stack: &TestStack, expected: u64) {
     assert_eq!(stack.logged().await, expected);
     assert_eq!(stack.total().await, expected);
     let (bands, paths) = logged_counts(stack).await;
-    assert_eq!(stack.hash(keys::BANDS).await, bands);
-    assert_eq!(stack.hash(keys::PATHS).await, paths);
-    assert_eq!(stack.hash(keys::ALBUMS).await.values().sum::<u64>(), expected);
+    assert_eq!(stack.counts(keys::BANDS).await, bands);
+    assert_eq!(stack.counts(keys::PATHS).await, paths);
+    assert_eq!(stack.counts(keys::ALBUMS).await.values().sum::<u64>(), expected);
 }
 
 #[tokio::test]
@@ -59,7 +59,7 @@ async fn recount_while_votes_arrive_equals_the_logs_and_a_replay_counts_nothing_
     let recount = async {
         tokio::time::sleep(Duration::from_millis(300)).await;
         tokio::process::Command::new(e2e::binary("votectl"))
-            .args(["recount", "--json", "--settle-secs", "2", "--batch", "100"])
+            .args(["recount", "--json", "--batch", "100"])
             .args(["--redis-url", &stack.config.redis_url(), "--mongo-url", &stack.config.mongo_url()])
             .output()
             .await

@@ -94,8 +94,8 @@ async fn rest_votes_are_counted_and_logged_with_the_component_version() {
     stack.wait_for_counts(1000, Duration::from_secs(60)).await;
     assert_eq!(stack.total().await, 1000);
     assert_eq!(stack.logged().await, 1000);
-    assert_eq!(stack.hash(vote_store::keys::PATHS).await["wasm"], 1000);
-    assert!(!stack.hash(vote_store::keys::BANDS).await.contains_key("Legión"));
+    assert_eq!(stack.counts(vote_store::keys::PATHS).await["wasm"], 1000);
+    assert!(!stack.counts(vote_store::keys::BANDS).await.contains_key("Legión"));
     let logs = stack.logs().await;
     let wasm_logs = logs.count_documents(mongodb::bson::doc! { "path": "wasm", "producer": VOTE_REST }).await.unwrap();
     assert_eq!(wasm_logs, 1000);

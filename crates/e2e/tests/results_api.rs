@@ -8,8 +8,6 @@ use std::time::{Duration, Instant};
 use e2e::TestStack;
 use vote_core::proto::VoteEvent;
 use vote_stack::Part;
-use vote_store::counters::{Counters, Delivery};
-use vote_store::Logs;
 
 const XSS_BAND: &str = "<script>alert(1)</script>";
 /// 2026-01-01T00:00:00Z.
@@ -34,11 +32,9 @@ fn event(i: usize) -> VoteEvent {
 
 /// Counts and logs votes `range` the way the consumer does.
 async fn store(stack: &TestStack, range: std::ops::Range<usize>) {
-    let events: Vec<VoteEvent> = range.clone().map(event).collect();
-    let counters = Counters::connect(&stack.config.redis_url(), Duration::from_secs(600)).await.unwrap();
-    let deliveries: Vec<Delivery> = range.zip(&events).map(|(i, e)| Delivery { partition: 0, offset: i as i64, event: e.clone() }).collect();
-    counters.count("votes", &deliveries).await.unwrap();
-    Logs::connect(&stack.config.mongo_url()).await.unwrap().insert(&events).await.unwrap();
+    let first = range.start as i64;
+    let events: Vec<VoteEvent> = range.map(event).collect();
+    stack.store_votes(&events, first).await;
 }
 
 async fn get(url: &str) -> (u16, String) {

@@ -59,12 +59,12 @@ async fn results_page_shows_live_counts_search_and_markup_as_text() {
         assert_eq!(status, 202, "{reply}");
     }
     stack.wait_for_counts(19, Duration::from_secs(60)).await;
-    let paths = stack.hash(keys::PATHS).await;
+    let paths = stack.counts(keys::PATHS).await;
     let expected = serde_json::json!({
         "total": stack.total().await,
         "wasm": paths.get("wasm").copied().unwrap_or(0),
         "grpc": paths.get("grpc").copied().unwrap_or(0),
-        "bands": stack.hash(keys::BANDS).await,
+        "bands": stack.counts(keys::BANDS).await,
     });
     assert_eq!(expected["total"], 19);
 

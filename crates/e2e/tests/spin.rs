@@ -113,7 +113,7 @@ async fn votes_through_wasmtime_serve_and_the_bridge_are_counted_exactly() {
     stack.wait_for_counts(1000, Duration::from_secs(60)).await;
     assert_eq!(stack.total().await, 1000);
     assert_eq!(stack.logged().await, 1000);
-    assert_eq!(stack.hash(vote_store::keys::PATHS).await["wasm"], 1000);
+    assert_eq!(stack.counts(vote_store::keys::PATHS).await["wasm"], 1000);
     let logged = stack.logs().await.count_documents(mongodb::bson::doc! { "path": "wasm", "producer": VOTE_REST }).await.unwrap();
     assert_eq!(logged, 1000);
 }

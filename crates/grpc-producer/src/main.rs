@@ -41,6 +41,9 @@ struct Args {
     /// The longest a CastStream runs, in ms (a client's shorter grpc-timeout wins).
     #[arg(long, env = "VOTES_GRPC_STREAM_TIMEOUT_MS", default_value_t = Limits::default().stream_timeout.as_millis() as u64)]
     stream_timeout_ms: u64,
+    /// The gRPC listener's bounds.
+    #[command(flatten)]
+    connections: vote_service::listen::ListenArgs,
     /// Check the flags and environment, print the effective configuration and exit (touches no
     /// network and no file).
     #[arg(long)]
@@ -53,6 +56,7 @@ impl Args {
         if self.publish_timeout_ms == 0 {
             problems.push("publish-timeout-ms: must be above 0".into());
         }
+        problems.extend(self.connections.limits().problems());
         problems
     }
 }
@@ -71,6 +75,7 @@ async fn main() -> anyhow::Result<()> {
         stream_max_votes: args.stream_max_votes,
         stream_timeout: Duration::from_millis(args.stream_timeout_ms),
     };
-    let settings = grpc_producer::server::Settings { grpc_addr: args.listen, metrics_addr: args.metrics_addr, publisher, limits };
+    let listen = args.connections.limits();
+    let settings = grpc_producer::server::Settings { grpc_addr: args.listen, metrics_addr: args.metrics_addr, publisher, limits, listen };
     grpc_producer::server::serve(settings, vote_service::Shutdown::on_signals()).await
 }

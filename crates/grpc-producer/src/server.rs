@@ -2,14 +2,20 @@
 //! a small HTTP server beside it.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use anyhow::Context;
 use vote_grpc::VoteServiceServer;
 use vote_kafka::{Publisher, PublisherSettings};
+use vote_service::listen::{Listener, ListenLimits, ListenMetrics, TrackRequestsLayer};
 use vote_service::Shutdown;
 
 use crate::api::{Limits, VoteApi};
 use crate::metrics::Metrics;
+
+/// How often an HTTP/2 ping checks that a client with calls in progress is still there, and how
+/// long its answer may take.
+pub const KEEPALIVE: (Duration, Duration) = (Duration::from_secs(30), Duration::from_secs(10));
 
 /// Where the producer listens and which broker it publishes to.
 #[derive(Debug, Clone)]
@@ -18,6 +24,8 @@ pub struct Settings {
     pub metrics_addr: SocketAddr,
     pub publisher: PublisherSettings,
     pub limits: Limits,
+    /// The gRPC listener's bounds: connections, first request, idle, HTTP/2 streams.
+    pub listen: ListenLimits,
 }
 
 /// Serves until `shutdown` fires, then drains in-flight calls and flushes the producer.
@@ -43,19 +51,23 @@ pub async fn serve(settings: Settings, shutdown: Shutdown) -> anyhow::Result<()>
     let reflection_v1 = reflection().build_v1().context("building the reflection service")?;
     let reflection_v1alpha = reflection().build_v1alpha().context("building the v1alpha reflection service")?;
 
-    let listener = tokio::net::TcpListener::bind(settings.grpc_addr)
-        .await
-        .with_context(|| format!("cannot listen on {}", settings.grpc_addr))?;
+    let listen_metrics = ListenMetrics::register(&metrics.registry, "grpc");
+    let max_streams = settings.listen.max_h2_streams;
+    let listener = Listener::bind(settings.grpc_addr, settings.listen, listen_metrics).await?;
     let grpc_bound = listener.local_addr()?;
     tracing::info!(grpc = %grpc_bound, metrics = %metrics_bound, brokers = %settings.publisher.brokers, "grpc-producer serving");
 
     let mut stop = shutdown.clone();
     tonic::transport::Server::builder()
+        .max_concurrent_streams(Some(max_streams))
+        .http2_keepalive_interval(Some(KEEPALIVE.0))
+        .http2_keepalive_timeout(Some(KEEPALIVE.1))
+        .layer(TrackRequestsLayer)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(VoteServiceServer::new(api))
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async move { stop.wait().await })
+        .serve_with_incoming_shutdown(vote_service::listen::incoming(listener, shutdown.clone()), async move { stop.wait().await })
         .await
         .context("gRPC server failed")?;
     publisher.flush(settings.publisher.timeout);

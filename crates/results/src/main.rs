@@ -23,6 +23,9 @@ struct Args {
     /// How often the shared poller reads `{votes}:total`, in milliseconds.
     #[arg(long, env = "VOTES_RESULTS_POLL_MS", default_value_t = results::live::DEFAULT_POLL_INTERVAL.as_millis() as u64)]
     poll_ms: u64,
+    /// The page's listener bounds.
+    #[command(flatten)]
+    connections: vote_service::listen::ListenArgs,
     /// Check the flags and environment, print the effective configuration and exit (touches no
     /// network and no file).
     #[arg(long)]
@@ -38,6 +41,7 @@ impl Args {
         ]
         .into_iter()
         .flatten()
+        .chain(self.connections.limits().problems())
         .collect()
     }
 }
@@ -61,8 +65,11 @@ async fn main() -> anyhow::Result<()> {
     let logs = mongodb::Client::with_options(mongo_options)?.database("votes").collection::<Document>("logs");
 
     let live = results::live::spawn(redis.clone(), Duration::from_millis(args.poll_ms.max(10)), metrics.clone(), shutdown.clone());
+    let metrics_registry = metrics.registry.clone();
     let state = results::app::AppState { redis, logs, live, metrics, shutdown: shutdown.clone() };
-    let bound = vote_service::spawn_http(args.addr, results::app::router(state), shutdown.clone()).await?;
+    let listen_metrics = vote_service::listen::ListenMetrics::register(&metrics_registry, "results");
+    let listener = vote_service::listen::Listener::bind(args.addr, args.connections.limits(), listen_metrics).await?;
+    let bound = vote_service::spawn_router(listener, results::app::router(state), shutdown.clone())?;
     tracing::info!(%bound, "results page on http://{bound}/");
     shutdown.wait().await;
     // Give the server a moment to end the event streams and finish in-flight requests.

@@ -1,12 +1,16 @@
-//! What the page shows: the counters of the Redis contract read in one round trip.
-
-use std::collections::HashMap;
+//! What the page shows: the tops of the leaderboards of the Redis contract, read in one round
+//! trip whose size does not grow with the number of distinct names.
 
 use redis::aio::ConnectionManager;
 use serde::Serialize;
 
 use vote_store::keys;
+use vote_store::leaderboard::{queue_top, top_from, Top};
 
+/// How many bands the page lists.
+pub const TOP_BANDS: usize = 50;
+/// How many paths the page lists.
+pub const TOP_PATHS: usize = 16;
 /// How many albums the page lists.
 pub const TOP_ALBUMS: usize = 10;
 /// How many of the latest votes the page lists.
@@ -31,9 +35,13 @@ pub struct AlbumCount {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Snapshot {
     pub total: u64,
-    /// Every band, most votes first.
+    /// The [`TOP_BANDS`] bands with the most votes, most first.
     pub bands: Vec<Count>,
-    /// Every path (`wasm`, `grpc`, ...), most votes first.
+    /// How many distinct bands have votes (the leaderboard's size).
+    pub band_names: u64,
+    /// Votes for bands beyond the leaderboard's cap of names (counted in the total only).
+    pub bands_overflow: u64,
+    /// The paths (`wasm`, `grpc`, ...), most votes first.
     pub paths: Vec<Count>,
     /// The most voted albums, most votes first.
     pub top_albums: Vec<AlbumCount>,
@@ -43,25 +51,20 @@ pub struct Snapshot {
     pub read_at_ms: i64,
 }
 
-/// Counts sorted by votes (descending), then by name.
-fn sorted(map: HashMap<String, u64>) -> Vec<Count> {
-    let mut counts: Vec<Count> = map.into_iter().map(|(name, votes)| Count { name, votes }).collect();
-    counts.sort_by(|a, b| b.votes.cmp(&a.votes).then_with(|| a.name.cmp(&b.name)));
-    counts
+/// A leaderboard's top as counts.
+fn counts(top: Top) -> Vec<Count> {
+    top.members.into_iter().map(|(name, votes)| Count { name, votes }).collect()
 }
 
-/// The most voted albums; fields that do not decode are skipped.
-fn top_albums(map: HashMap<String, u64>) -> Vec<AlbumCount> {
-    let mut albums: Vec<AlbumCount> = map
+/// The most voted albums; members that do not decode are skipped.
+fn top_albums(top: Top) -> Vec<AlbumCount> {
+    top.members
         .into_iter()
         .filter_map(|(field, votes)| {
             let (band, album) = vote_store::decode_album_field(&field)?;
             Some(AlbumCount { band, album, votes })
         })
-        .collect();
-    albums.sort_by(|a, b| b.votes.cmp(&a.votes).then_with(|| (&a.band, &a.album).cmp(&(&b.band, &b.album))));
-    albums.truncate(TOP_ALBUMS);
-    albums
+        .collect()
 }
 
 /// `{votes}:total`, 0 when absent.
@@ -70,22 +73,25 @@ pub async fn read_total(redis: &mut ConnectionManager) -> redis::RedisResult<u64
     Ok(total.unwrap_or(0))
 }
 
-/// Reads every counter in one pipelined round trip.
+/// Reads the counters in one pipelined round trip of bounded size.
 pub async fn read(redis: &mut ConnectionManager) -> redis::RedisResult<Snapshot> {
-    type Reply = (Option<u64>, HashMap<String, u64>, HashMap<String, u64>, HashMap<String, u64>, Vec<String>);
-    let (total, bands, paths, albums, recent): Reply = redis::pipe()
-        .get(keys::TOTAL)
-        .hgetall(keys::BANDS)
-        .hgetall(keys::PATHS)
-        .hgetall(keys::ALBUMS)
-        .lrange(keys::RECENT, 0, RECENT_VOTES as isize - 1)
-        .query_async(redis)
-        .await?;
+    type Ranked = (Vec<(String, f64)>, u64, Option<u64>);
+    type Reply = (Option<u64>, Ranked, Ranked, Ranked, Vec<String>);
+    let mut pipe = redis::pipe();
+    pipe.get(keys::TOTAL);
+    queue_top(&mut pipe, keys::BANDS, TOP_BANDS);
+    queue_top(&mut pipe, keys::PATHS, TOP_PATHS);
+    queue_top(&mut pipe, keys::ALBUMS, TOP_ALBUMS);
+    pipe.lrange(keys::RECENT, 0, RECENT_VOTES as isize - 1);
+    let (total, bands, paths, albums, recent): Reply = pipe.query_async(redis).await?;
+    let bands = top_from(bands.0, bands.1, bands.2);
     Ok(Snapshot {
         total: total.unwrap_or(0),
-        bands: sorted(bands),
-        paths: sorted(paths),
-        top_albums: top_albums(albums),
+        band_names: bands.size,
+        bands_overflow: bands.overflow,
+        bands: counts(bands),
+        paths: counts(top_from(paths.0, paths.1, paths.2)),
+        top_albums: top_albums(top_from(albums.0, albums.1, albums.2)),
         recent: recent.iter().filter_map(|entry| serde_json::from_str(entry).ok()).collect(),
         read_at_ms: vote_core::now_ms(),
     })
@@ -96,18 +102,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn counts_sort_by_votes_then_name() {
-        let map = HashMap::from([("b".to_owned(), 2), ("a".to_owned(), 2), ("c".to_owned(), 5)]);
-        let names: Vec<String> = sorted(map).into_iter().map(|c| c.name).collect();
+    fn leaderboard_members_sort_by_votes_then_name() {
+        let top = top_from(vec![("b".to_owned(), 2.0), ("a".to_owned(), 2.0), ("c".to_owned(), 5.0)], 3, None);
+        let names: Vec<String> = counts(top).into_iter().map(|c| c.name).collect();
         assert_eq!(names, ["c", "a", "b"]);
     }
 
     #[test]
-    fn top_albums_decode_escaped_fields_and_keep_the_first_ten() {
-        let mut map: HashMap<String, u64> = (0..15).map(|i| (format!("band{i}|album"), i)).collect();
-        map.insert(vote_store::encode_album_field("A|B", r"C\D"), 100);
-        let albums = top_albums(map);
-        assert_eq!(albums.len(), TOP_ALBUMS);
+    fn top_albums_decode_escaped_members() {
+        let members = vec![(vote_store::encode_album_field("A|B", r"C\D"), 100.0), ("band14|album".to_owned(), 14.0)];
+        let albums = top_albums(top_from(members, 2, Some(3)));
         assert_eq!(albums[0], AlbumCount { band: "A|B".into(), album: r"C\D".into(), votes: 100 });
         assert_eq!(albums[1].band, "band14");
     }

@@ -1,7 +1,9 @@
-//! What every service binary shares: the allocator, logging set-up, the Prometheus `/metrics` and `/healthz`
+//! What every service binary shares: the allocator, logging set-up, the guarded listener every
+//! socket of the project is served through ([`listen`]), the Prometheus `/metrics` and `/healthz`
 //! endpoint, a shutdown signal that fires on SIGTERM or Ctrl-C, the `--check-config` support in
 //! [`config_check`], and the vote metrics both producers export ([`vote_metrics`]).
 
+pub mod listen;
 pub mod vote_metrics;
 
 use std::net::SocketAddr;
@@ -18,11 +20,17 @@ use tokio::sync::watch;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Sets up `tracing` with the `RUST_LOG` filter (default `info`).
+/// Sets up `tracing` with the `RUST_LOG` filter (default `info`), and raises the open-files
+/// limit to its hard limit so the listeners' connection bounds, not file descriptors, decide when
+/// clients are turned away.
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    match listen::raise_open_files_limit() {
+        Ok(limit) => tracing::debug!(limit, "open files limit"),
+        Err(error) => tracing::warn!(%error, "could not raise the open files limit"),
+    }
 }
 
 /// Renders a registry in the Prometheus text format.
@@ -46,19 +54,20 @@ pub fn metrics_router(registry: Registry) -> Router {
         .route("/healthz", get(|| async { "ok" }))
 }
 
-/// Serves `router` on `addr` until `shutdown` fires. Binding happens before this returns, so a
-/// port that is taken is reported at start-up.
-pub async fn spawn_http(addr: SocketAddr, router: Router, mut shutdown: Shutdown) -> anyhow::Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+/// Serves `router` on `addr` until `shutdown` fires, as an internal endpoint (metrics, health,
+/// admin: [`listen::ListenLimits::internal`]). Binding happens before this returns, so a port that
+/// is taken is reported at start-up.
+pub async fn spawn_http(addr: SocketAddr, router: Router, shutdown: Shutdown) -> anyhow::Result<SocketAddr> {
+    let listener = listen::Listener::bind(addr, listen::ListenLimits::internal(), listen::ListenMetrics::unregistered("internal")).await?;
+    spawn_router(listener, router, shutdown)
+}
+
+/// Serves `router` on an already bound guarded listener until `shutdown` fires; returns its address.
+pub fn spawn_router(listener: listen::Listener, router: Router, shutdown: Shutdown) -> anyhow::Result<SocketAddr> {
     let bound = listener.local_addr()?;
-    tokio::spawn(async move {
-        let serve = axum::serve(listener, router).with_graceful_shutdown(async move { shutdown.wait().await });
-        if let Err(error) = serve.await {
-            tracing::error!(%error, "http server stopped");
-        }
-    });
+    let service = hyper_util::service::TowerToHyperService::new(router);
+    let settings = listen::ServeHttp { listener, shutdown, on_refused: None, header_read_timeout: None };
+    tokio::spawn(listen::serve_http(settings, service));
     Ok(bound)
 }
 

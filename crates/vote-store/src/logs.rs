@@ -33,8 +33,17 @@ pub struct Inserted {
     pub rejected: Vec<(usize, String)>,
 }
 
+/// Where a vote was read: its Kafka topic, partition and offset (kept in its log, so a recount
+/// can rebuild the applied offsets along with the counts).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+}
+
 /// The log document of one vote.
-pub fn log_document(event: &VoteEvent, consumed_at: DateTime) -> Document {
+pub fn log_document(event: &VoteEvent, origin: &Origin, consumed_at: DateTime) -> Document {
     doc! {
         "_id": &event.vote_id,
         "name": &event.name,
@@ -45,6 +54,9 @@ pub fn log_document(event: &VoteEvent, consumed_at: DateTime) -> Document {
         "producer": &event.producer,
         "received_at": DateTime::from_millis(event.received_at_ms),
         "consumed_at": consumed_at,
+        "topic": &origin.topic,
+        "partition": origin.partition,
+        "offset": origin.offset,
     }
 }
 
@@ -70,7 +82,11 @@ impl Logs {
             .keys(doc! { "name": 1, "received_at": -1 })
             .options(IndexOptions::builder().name("name_received_at".to_owned()).build())
             .build();
-        self.collection.create_indexes([by_time, by_band]).await?;
+        let by_offset = IndexModel::builder()
+            .keys(doc! { "topic": 1, "partition": 1, "offset": 1 })
+            .options(IndexOptions::builder().name("topic_partition_offset".to_owned()).build())
+            .build();
+        self.collection.create_indexes([by_time, by_band, by_offset]).await?;
         Ok(())
     }
 
@@ -82,9 +98,9 @@ impl Logs {
     /// Inserts the batch; documents whose `_id` is already there (a redelivery) are skipped.
     /// An `Err` (server unreachable, write concern not met, ...) is worth retrying: the insert
     /// is idempotent.
-    pub async fn insert<'a>(&self, events: impl IntoIterator<Item = &'a VoteEvent>) -> mongodb::error::Result<Inserted> {
+    pub async fn insert<'a>(&self, votes: impl IntoIterator<Item = (&'a VoteEvent, Origin)>) -> mongodb::error::Result<Inserted> {
         let consumed_at = DateTime::now();
-        let documents: Vec<Document> = events.into_iter().map(|e| log_document(e, consumed_at)).collect();
+        let documents: Vec<Document> = votes.into_iter().map(|(event, origin)| log_document(event, &origin, consumed_at)).collect();
         if documents.is_empty() {
             return Ok(Inserted::default());
         }

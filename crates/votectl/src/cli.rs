@@ -124,13 +124,9 @@ pub struct RecountArgs {
     /// Log documents counted per Redis script call.
     #[arg(long, default_value_t = 500)]
     pub batch: usize,
-    /// Seconds to wait after the first pass before re-reading the logs written since the reset.
-    #[arg(long, default_value_t = 3)]
-    pub settle_secs: u64,
-    /// The second pass re-reads logs consumed up to this many seconds before the reset (clock
-    /// skew and batch write time between the consumer's Redis write and its MongoDB write).
-    #[arg(long, default_value_t = 60)]
-    pub margin_secs: u64,
+    /// The most distinct band (and album) names the leaderboards hold (the consumer's --name-cap).
+    #[arg(long, env = "VOTES_NAME_CAP", default_value_t = vote_store::votes::DEFAULT_NAME_CAP)]
+    pub name_cap: u64,
     /// Print the report as JSON (no progress bar).
     #[arg(long)]
     pub json: bool,

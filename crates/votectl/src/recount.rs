@@ -1,37 +1,43 @@
-//! `votectl recount`: rebuilds the Redis counters from the MongoDB vote logs while votes keep
-//! arriving, through the consumer's own idempotent count (vote-store), so that every logged vote
-//! ends up counted exactly once by whoever reaches it first.
+//! `votectl recount`: rebuilds the Redis counters from the MongoDB vote logs through the
+//! consumer's own count script (vote-store), with the Kafka offsets the logs carry.
 //!
-//! 1. One atomic script deletes the counters, every `{votes}:seen:*` marker and the applied
-//!    offsets; the instant it runs is the reset time.
-//! 2. Every log document is fed, oldest first, to [`vote_store::Counters::count`]. Log documents
-//!    carry no Kafka offsets, so they go in as a private pseudo-partition with increasing
-//!    positions: the offset rule never skips one and only the id marker decides. A vote the
-//!    consumer counted after the reset already has its marker and is skipped; one the recount
-//!    counts first gets its marker and the consumer skips it later (or a redelivery, any time).
-//! 3. After a short settle, the documents consumed since the reset (less a margin) are fed
-//!    again: a batch the consumer counted just before the reset but logged just after it is
-//!    caught there.
+//! 1. One atomic script marks the counters as being rebuilt (`{votes}:recounting`, refreshed
+//!    while the recount runs, so the consumer waits; `{votes}:recount_incomplete` until the end)
+//!    and deletes the aggregates, the idempotency markers, the applied offsets and the epoch.
+//! 2. Every log document is fed in (topic, partition, offset) order to
+//!    [`vote_store::Counters::count`] in recount mode: the applied offsets come back as the
+//!    highest offset logged per partition. Documents logged before logs carried offsets go in
+//!    as a private pseudo-partition whose applied field is removed at the end.
+//! 3. The flags are removed; the consumer goes on. A batch it counted just before the reset and
+//!    logged after the recount read that partition starts past the rebuilt applied offset: the
+//!    consumer sees the gap and re-reads it from Kafka.
 
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use futures::TryStreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
-use mongodb::bson::{doc, Bson, DateTime, Document};
+use mongodb::bson::{doc, Bson, Document};
 use mongodb::Collection;
 use serde::Serialize;
 use vote_core::proto::VoteEvent;
 use vote_stack::StackConfig;
-use vote_store::counters::{Counters, Delivery, DEFAULT_SEEN_TTL};
-use vote_store::keys;
+use vote_store::counters::{Counters, Event, Span, DEFAULT_SEEN_TTL};
+use vote_store::{keys, votes};
 
 use crate::cli::RecountArgs;
 
-/// Deletes the counters (KEYS 1..6) and every key matching ARGV[1] (the seen markers) in one
-/// atomic step; returns how many markers went. Blocks Redis for about a second per million
-/// markers: acceptable for a repair command, and what makes the reset a single instant.
+/// How long the recounting flag lives unless refreshed: a recount that died frees the consumer
+/// within this long (and leaves `{votes}:recount_incomplete` behind).
+const FLAG_SECONDS: u64 = 60;
+
+/// Sets the recounting flags (KEYS 1, 2) and deletes the other KEYS and every key matching
+/// ARGV[1] (the idempotency markers) in one atomic step; returns how many markers went. Blocks
+/// Redis for about a second per million markers: acceptable for a repair command, and what
+/// makes the reset a single instant.
 const RESET_SCRIPT: &str = r#"
+redis.call('SET', KEYS[1], '1', 'EX', tonumber(ARGV[2]))
+redis.call('SET', KEYS[2], ARGV[3])
 local markers = 0
 local cursor = '0'
 repeat
@@ -42,20 +48,20 @@ repeat
     markers = markers + 1
   end
 until cursor == '0'
-redis.call('UNLINK', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6])
+for i = 3, #KEYS do redis.call('UNLINK', KEYS[i]) end
 return markers
 "#;
 
 /// What a recount did.
 #[derive(Debug, Serialize)]
 pub struct RecountReport {
-    /// Seen markers deleted by the reset.
+    /// Idempotency markers deleted by the reset.
     pub markers_deleted: u64,
-    /// Log documents fed to the count, both passes.
+    /// Log documents fed to the count.
     pub documents_read: u64,
-    /// Votes the recount counted itself.
+    /// Votes counted.
     pub counted: u64,
-    /// Votes the consumer had already counted since the reset (or read twice by the passes).
+    /// Documents skipped: a repeated offset or idempotency key.
     pub already_counted: u64,
     /// Documents that were not vote logs (skipped).
     pub malformed: u64,
@@ -86,37 +92,84 @@ pub fn event_from_log(document: &Document) -> Option<VoteEvent> {
     })
 }
 
-/// Feeds log documents to the consumer's count as one pseudo-partition.
+/// Where a log document was read from Kafka, if it says (logs written before they carried it
+/// do not).
+fn origin_of(document: &Document) -> Option<(String, i32, i64)> {
+    let topic = document.get_str("topic").ok()?.to_owned();
+    let partition = match document.get("partition")? {
+        Bson::Int32(n) => *n,
+        Bson::Int64(n) => i32::try_from(*n).ok()?,
+        _ => return None,
+    };
+    let offset = match document.get("offset")? {
+        Bson::Int32(n) => i64::from(*n),
+        Bson::Int64(n) => *n,
+        _ => return None,
+    };
+    Some((topic, partition, offset))
+}
+
+/// Feeds log documents to the count, one script call per run of one topic.
 struct Feeder {
     counters: Counters,
-    /// `recount-<reset ms>`: its `{votes}:applied` field is removed at the end.
-    topic: String,
-    next_position: i64,
+    redis: redis::aio::MultiplexedConnection,
+    aggregates: Vec<vote_store::counters::Aggregate>,
+    /// `recount-legacy-<reset ms>`: the pseudo-topic of logs without offsets, whose applied
+    /// field is removed at the end.
+    legacy_topic: String,
+    next_legacy_position: i64,
     report: RecountReport,
 }
 
 impl Feeder {
     async fn feed(&mut self, documents: &[Document]) -> anyhow::Result<()> {
-        let mut batch = Vec::with_capacity(documents.len());
+        let _: () = redis::cmd("SET").arg(keys::RECOUNTING).arg("1").arg("EX").arg(FLAG_SECONDS).query_async(&mut self.redis).await?;
+        let mut run: Option<String> = None;
+        let mut events: Vec<Event> = Vec::new();
         for document in documents {
-            match event_from_log(document) {
-                Some(event) => {
-                    batch.push(Delivery { partition: 0, offset: self.next_position, event });
-                    self.next_position += 1;
+            let Some(vote) = event_from_log(document) else {
+                self.report.malformed += 1;
+                continue;
+            };
+            let (topic, partition, offset) = origin_of(document).unwrap_or_else(|| {
+                self.next_legacy_position += 1;
+                (self.legacy_topic.clone(), 0, self.next_legacy_position - 1)
+            });
+            if run.as_deref() != Some(topic.as_str()) {
+                if let Some(previous) = run.take() {
+                    self.count(&previous, std::mem::take(&mut events)).await?;
                 }
-                None => self.report.malformed += 1,
+                run = Some(topic);
+            }
+            events.push(votes::event(partition, offset, &vote));
+        }
+        if let Some(topic) = run {
+            self.count(&topic, events).await?;
+        }
+        self.report.documents_read += documents.len() as u64;
+        Ok(())
+    }
+
+    async fn count(&mut self, topic: &str, events: Vec<Event>) -> anyhow::Result<()> {
+        let mut spans: Vec<Span> = Vec::new();
+        for event in &events {
+            match spans.iter_mut().find(|span| span.partition == event.partition) {
+                Some(span) => span.last = span.last.max(event.offset),
+                // The record's key is not logged: the consumer treats an unknown fingerprint as
+                // a redelivery it cannot disprove.
+                None => spans.push(Span::new(event.partition, event.offset, event.offset, "-".to_owned())),
             }
         }
-        let counted = self.counters.count(&self.topic, &batch).await.context("counting logged votes")?;
-        self.report.documents_read += documents.len() as u64;
+        let counted = self.counters.count(topic, &self.aggregates, &spans, &events, true).await.context("counting logged votes")?;
         self.report.counted += counted.counted;
         self.report.already_counted += counted.skipped;
         Ok(())
     }
 
-    /// Feeds every document matching `filter`, oldest first, in batches.
-    async fn feed_all(&mut self, logs: &Collection<Document>, filter: Document, batch_size: usize, progress: &ProgressBar) -> anyhow::Result<()> {
-        let mut cursor = logs.find(filter).sort(doc! { "received_at": 1 }).batch_size(batch_size as u32).await?;
+    /// Feeds every document, in (topic, partition, offset) order, in batches.
+    async fn feed_all(&mut self, logs: &Collection<Document>, batch_size: usize, progress: &ProgressBar) -> anyhow::Result<()> {
+        let order = doc! { "topic": 1, "partition": 1, "offset": 1, "received_at": 1 };
+        let mut cursor = logs.find(doc! {}).sort(order).batch_size(batch_size as u32).await?;
         let mut batch = Vec::with_capacity(batch_size);
         while let Some(document) = cursor.try_next().await? {
             batch.push(document);
@@ -145,7 +198,8 @@ pub async fn run(config: &StackConfig, args: RecountArgs) -> anyhow::Result<()> 
     let started = Instant::now();
     let redis_url = args.redis_url.clone().unwrap_or_else(|| config.redis_url());
     let mongo_url = args.mongo_url.clone().unwrap_or_else(|| config.mongo_url());
-    let counters = Counters::connect(&redis_url, DEFAULT_SEEN_TTL).await.with_context(|| format!("connecting to Redis at {redis_url}"))?;
+    let aggregates = votes::aggregates(args.name_cap);
+    let counters = Counters::connect(&redis_url, DEFAULT_SEEN_TTL, &aggregates).await.with_context(|| format!("connecting to Redis at {redis_url}"))?;
     let mut redis = crate::results::connect(&redis_url).await?;
     let mut options = mongodb::options::ClientOptions::parse(&mongo_url).await.with_context(|| format!("MongoDB URL {mongo_url}"))?;
     options.server_selection_timeout = Some(Duration::from_secs(5));
@@ -153,40 +207,33 @@ pub async fn run(config: &StackConfig, args: RecountArgs) -> anyhow::Result<()> 
     let expected = logs.count_documents(doc! {}).await.with_context(|| format!("counting the logs in MongoDB at {mongo_url}"))?;
 
     let reset_ms = vote_core::now_ms();
-    let markers_deleted: u64 = redis::Script::new(RESET_SCRIPT)
-        .key(keys::BANDS)
-        .key(keys::ALBUMS)
-        .key(keys::PATHS)
-        .key(keys::TOTAL)
-        .key(keys::RECENT)
-        .key(keys::APPLIED)
-        .arg(format!("{}*", keys::SEEN_PREFIX))
-        .invoke_async(&mut redis)
-        .await
-        .context("resetting the counters")?;
+    let reset_script = redis::Script::new(RESET_SCRIPT);
+    let mut reset = reset_script.prepare_invoke();
+    reset.key(keys::RECOUNTING).key(keys::RECOUNT_INCOMPLETE).key(keys::APPLIED).key(keys::APPLIED_IDS).key(keys::EPOCH);
+    for aggregate in &aggregates {
+        reset.key(&aggregate.key).key(keys::overflow(&aggregate.key));
+    }
+    reset.arg(format!("{}*", keys::SEEN_PREFIX)).arg(FLAG_SECONDS).arg(reset_ms);
+    let markers_deleted: u64 = reset.invoke_async(&mut redis).await.context("resetting the counters")?;
     if !args.json {
-        println!("reset the counters and {markers_deleted} seen markers; counting {expected} logged votes");
+        println!("reset the counters and {markers_deleted} idempotency markers; counting {expected} logged votes (the consumer waits)");
     }
 
     let report = RecountReport { markers_deleted, documents_read: 0, counted: 0, already_counted: 0, malformed: 0, total_after: 0, logs_after: 0, seconds: 0.0 };
-    let topic = format!("recount-{reset_ms}");
-    let mut feeder = Feeder { counters, topic, next_position: 0, report };
+    let legacy_topic = format!("recount-legacy-{reset_ms}");
+    let mut feeder = Feeder { counters, redis: redis.clone(), aggregates, legacy_topic, next_legacy_position: 0, report };
     let batch_size = args.batch.clamp(1, 5000);
-
-    let progress = progress_bar(expected, "all logs", args.json);
-    feeder.feed_all(&logs, doc! {}, batch_size, &progress).await?;
+    let progress = progress_bar(expected, "logs", args.json);
+    feeder.feed_all(&logs, batch_size, &progress).await?;
     progress.finish();
 
-    // Batches the consumer counted just before the reset and logged just after it.
-    tokio::time::sleep(Duration::from_secs(args.settle_secs)).await;
-    let since = DateTime::from_millis(reset_ms - args.margin_secs as i64 * 1000);
-    let late_filter = doc! { "consumed_at": { "$gte": since } };
-    let late = logs.count_documents(late_filter.clone()).await?;
-    let progress = progress_bar(late, "since reset", args.json);
-    feeder.feed_all(&logs, late_filter, batch_size, &progress).await?;
-    progress.finish();
-
-    let _: () = redis::cmd("HDEL").arg(keys::APPLIED).arg(keys::applied_field(&feeder.topic, 0)).query_async(&mut redis).await?;
+    let _: () = redis::pipe()
+        .cmd("HDEL").arg(keys::APPLIED).arg(keys::applied_field(&feeder.legacy_topic, 0)).ignore()
+        .cmd("HDEL").arg(keys::APPLIED_IDS).arg(keys::applied_field(&feeder.legacy_topic, 0)).ignore()
+        .cmd("SET").arg(keys::EPOCH).arg(reset_ms).ignore()
+        .cmd("DEL").arg(keys::RECOUNT_INCOMPLETE).arg(keys::RECOUNTING).ignore()
+        .query_async(&mut redis)
+        .await?;
     let mut report = feeder.report;
     let total: Option<u64> = redis::cmd("GET").arg(keys::TOTAL).query_async(&mut redis).await?;
     report.total_after = total.unwrap_or(0);
@@ -196,7 +243,7 @@ pub async fn run(config: &StackConfig, args: RecountArgs) -> anyhow::Result<()> 
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         println!(
-            "recounted {} logs in {:.1} s: {} counted now, {} already counted by the consumer; total {} for {} logs",
+            "recounted {} logs in {:.1} s: {} counted, {} repeated; total {} for {} logs",
             report.documents_read, report.seconds, report.counted, report.already_counted, report.total_after, report.logs_after
         );
         if report.malformed > 0 {
@@ -223,8 +270,11 @@ mod tests {
             producer: "vote-rest@0.1.0".into(),
             received_at_ms: 1_700_000_000_123,
         };
-        let document = vote_store::logs::log_document(&event, DateTime::now());
+        let origin = vote_store::logs::Origin { topic: "votes".into(), partition: 2, offset: 41 };
+        let document = vote_store::logs::log_document(&event, &origin, mongodb::bson::DateTime::now());
         assert_eq!(event_from_log(&document), Some(event));
+        assert_eq!(origin_of(&document), Some(("votes".to_owned(), 2, 41)));
+        assert_eq!(origin_of(&doc! { "_id": "x" }), None);
         assert_eq!(event_from_log(&doc! { "_id": "x" }), None);
     }
 }

@@ -1,11 +1,11 @@
-//! `votectl results`: the live counts, read from the Redis keys the consumer keeps.
-
-use std::collections::HashMap;
+//! `votectl results`: the live counts, read from the Redis keys the consumer keeps (the top of
+//! each leaderboard, bounded however many names exist).
 
 use anyhow::Context;
 use redis::aio::MultiplexedConnection;
 use serde::Serialize;
 use vote_stack::StackConfig;
+use vote_store::leaderboard;
 
 /// The counters of the Redis contract, and the number of logs in MongoDB.
 #[derive(Debug, Serialize)]
@@ -13,16 +13,17 @@ pub struct Results {
     pub total: u64,
     /// Documents in `votes.logs` (None when MongoDB did not answer).
     pub logged: Option<u64>,
+    /// The [`TOP`] bands, albums and paths with the most votes, most first.
     pub bands: Vec<(String, u64)>,
     pub albums: Vec<(String, u64)>,
     pub paths: Vec<(String, u64)>,
+    /// Distinct band names counted, and votes for bands beyond the leaderboard's cap.
+    pub band_names: u64,
+    pub bands_overflow: u64,
 }
 
-fn sorted(map: HashMap<String, u64>) -> Vec<(String, u64)> {
-    let mut entries: Vec<_> = map.into_iter().collect();
-    entries.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    entries
-}
+/// How many members of each leaderboard are read.
+pub const TOP: usize = 1000;
 
 /// A connection to the Redis that holds the counters.
 pub async fn connect(redis_url: &str) -> anyhow::Result<MultiplexedConnection> {
@@ -41,14 +42,19 @@ pub async fn total(connection: &mut MultiplexedConnection) -> anyhow::Result<u64
 /// Reads the counters (the same keys Grafana reads).
 pub async fn read(redis_url: &str) -> anyhow::Result<Results> {
     let mut connection = connect(redis_url).await?;
-    let (total, bands, albums, paths): (Option<u64>, HashMap<String, u64>, HashMap<String, u64>, HashMap<String, u64>) = redis::pipe()
-        .get(vote_store::keys::TOTAL)
-        .hgetall(vote_store::keys::BANDS)
-        .hgetall(vote_store::keys::ALBUMS)
-        .hgetall(vote_store::keys::PATHS)
-        .query_async(&mut connection)
-        .await?;
-    Ok(Results { total: total.unwrap_or(0), logged: None, bands: sorted(bands), albums: sorted(albums), paths: sorted(paths) })
+    let total: Option<u64> = redis::cmd("GET").arg(vote_store::keys::TOTAL).query_async(&mut connection).await?;
+    let bands = leaderboard::top(&mut connection, vote_store::keys::BANDS, TOP).await?;
+    let albums = leaderboard::top(&mut connection, vote_store::keys::ALBUMS, TOP).await?;
+    let paths = leaderboard::top(&mut connection, vote_store::keys::PATHS, TOP).await?;
+    Ok(Results {
+        total: total.unwrap_or(0),
+        logged: None,
+        band_names: bands.size,
+        bands_overflow: bands.overflow,
+        bands: bands.members,
+        albums: albums.members,
+        paths: paths.members,
+    })
 }
 
 /// Counts the documents in `votes.logs`.
@@ -77,6 +83,8 @@ pub async fn run(config: &StackConfig, json: bool) -> anyhow::Result<()> {
             "bands": object(&results.bands),
             "albums": object(&results.albums),
             "paths": object(&results.paths),
+            "band_names": results.band_names,
+            "bands_overflow": results.bands_overflow,
         });
         println!("{}", serde_json::to_string_pretty(&object)?);
         return Ok(());
@@ -85,7 +93,7 @@ pub async fn run(config: &StackConfig, json: bool) -> anyhow::Result<()> {
     if let Some(logged) = results.logged {
         println!("logged in MongoDB: {logged}");
     }
-    println!("\nby band:");
+    println!("\nby band ({} names{}):", results.band_names, if results.bands_overflow > 0 { format!(", {} votes beyond the cap of names", results.bands_overflow) } else { String::new() });
     for (band, count) in &results.bands {
         println!("  {count:>8}  {band}");
     }
