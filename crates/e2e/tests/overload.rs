@@ -251,3 +251,99 @@ async fn deploys_time_out_run_one_at_a_time_and_never_block_rollback() {
     .await
     .expect("a deploy is taken again once the timed-out compilation has ended");
 }
+
+/// What a connection that never makes a request sends.
+#[derive(Debug, Clone, Copy)]
+enum Silent {
+    /// Nothing at all.
+    Nothing,
+    /// Only the HTTP/2 preface's first line, `PRI * HTTP/2.0`, and no SETTINGS.
+    PrefaceOnly,
+}
+
+/// Opens `count` connections to `addr`, alternating nothing and a partial preface.
+async fn open_silent(addr: &str, count: usize) -> Vec<TcpStream> {
+    stream::iter(0..count)
+        .map(|i| {
+            let addr = addr.to_owned();
+            async move {
+                let mut stream = TcpStream::connect(&addr).await.expect("connecting");
+                let kind = if i % 2 == 0 { Silent::Nothing } else { Silent::PrefaceOnly };
+                if matches!(kind, Silent::PrefaceOnly) {
+                    let _ = stream.write_all(b"PRI * HTTP/2.0\r\n\r\n").await;
+                }
+                stream
+            }
+        })
+        .buffer_unordered(200)
+        .collect()
+        .await
+}
+
+/// How many of `streams` the server closed within `within` (EOF or reset on read).
+async fn closed_within(streams: Vec<TcpStream>, within: Duration) -> usize {
+    let reads = streams.into_iter().map(|mut stream| async move {
+        let mut buffer = [0u8; 256];
+        loop {
+            match tokio::time::timeout(within, stream.read(&mut buffer)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return true,
+                Ok(Ok(_)) => continue,
+                Err(_) => return false,
+            }
+        }
+    });
+    futures::future::join_all(reads).await.into_iter().filter(|closed| *closed).count()
+}
+
+/// Item 2 of the hardening issue: 4,200 connections to the REST host (more than its 4,096
+/// bound) and 600 each to the gRPC producer and the results app (bound 256 in this test) that
+/// send nothing, or only `PRI * HTTP/2.0`. Before, they sat in HTTP/1-vs-2 detection with no
+/// timer, filled the bound, and every vote got 503 for as long as they stayed; the gRPC
+/// producer and the results app had no bound and closed none. Now normal clients of all three
+/// are served at once (the longest idle connection makes room) and every silent connection is
+/// closed by the first-request timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn silent_and_preface_only_connections_never_lock_clients_out() {
+    const HOST_SILENT: usize = 4_200;
+    const OTHER_SILENT: usize = 600;
+    let limit = raise_open_files_limit();
+    let needed = (HOST_SILENT + 2 * OTHER_SILENT) as u64 + 512;
+    assert!(limit >= needed, "this test needs {needed} open files, the hard limit is {limit}: raise it with `ulimit -Hn`");
+    let stack = TestStack::start().await;
+    let timeout_ms = READ_TIMEOUT.as_millis().to_string();
+    let bounded = ["--max-connections", "256", "--handshake-timeout-ms", &timeout_ms];
+    stack.start_host(&component("vote_rest"), &["--header-read-timeout-ms", &timeout_ms]).await;
+    stack.start_producer(&bounded).await;
+    stack.start_results(&bounded).await;
+
+    let host = open_silent(&format!("127.0.0.1:{}", stack.config.host_port), HOST_SILENT).await;
+    let grpc = open_silent(&format!("127.0.0.1:{}", stack.config.grpc_port), OTHER_SILENT).await;
+    let results = open_silent(&format!("127.0.0.1:{}", stack.config.results_port), OTHER_SILENT).await;
+    let held = Instant::now();
+
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+    let mut statuses = Vec::new();
+    for vote in valid_votes(20) {
+        statuses.push(stack.post_vote(&http, &vote_json(&vote)).await.0);
+    }
+    let cast = tokio::time::timeout(Duration::from_secs(10), stack.cast_all(valid_votes(20))).await;
+    let page = http.get(format!("http://127.0.0.1:{}/", stack.config.results_port)).send().await.map(|r| r.status().as_u16());
+    let served_within = held.elapsed();
+
+    let slack = READ_TIMEOUT + CLOSE_SLACK;
+    let (host_closed, grpc_closed, results_closed) = tokio::join!(closed_within(host, slack), closed_within(grpc, slack), closed_within(results, slack));
+    let metrics = http.get(format!("{}/metrics", stack.config.host_url())).send().await.unwrap().text().await.unwrap();
+    let closed_lines: Vec<&str> = metrics.lines().filter(|l| l.starts_with("host_connections_closed_total")).collect();
+    println!(
+        "silent sockets: held {HOST_SILENT} on the host, {OTHER_SILENT} on gRPC and results; 20 REST votes {statuses:?}, 20 gRPC votes {}, \
+         results page {page:?}, all within {served_within:?}; closed by the servers within {slack:?}: host {host_closed}/{HOST_SILENT}, \
+         gRPC {grpc_closed}/{OTHER_SILENT}, results {results_closed}/{OTHER_SILENT}; {closed_lines:?}",
+        if cast.is_ok() { "accepted" } else { "timed out" }
+    );
+    assert!(statuses.iter().all(|s| *s == 202), "REST votes while silent connections were held: {statuses:?}");
+    assert!(cast.is_ok(), "gRPC votes did not get through while silent connections were held");
+    assert_eq!(page.ok(), Some(200), "the results page while silent connections were held");
+    assert_eq!(host_closed, HOST_SILENT, "silent connections the host left open");
+    assert_eq!(grpc_closed, OTHER_SILENT, "silent connections the gRPC producer left open");
+    assert_eq!(results_closed, OTHER_SILENT, "silent connections the results app left open");
+}

@@ -2,6 +2,7 @@
 //! live stream (`/api/events`), `/healthz` and `/metrics`.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{RawQuery, State};
@@ -14,6 +15,7 @@ use futures::{Stream, StreamExt};
 use mongodb::bson::{doc, Document};
 use mongodb::Collection;
 use redis::aio::ConnectionManager;
+use tokio::sync::Semaphore;
 use tokio_stream::wrappers::WatchStream;
 use vote_service::Shutdown;
 
@@ -41,7 +43,12 @@ pub struct AppState {
     pub live: Live,
     pub metrics: Metrics,
     pub shutdown: Shutdown,
+    /// One permit per live event stream: the bound on open pages.
+    pub sse_slots: Arc<Semaphore>,
 }
+
+/// How many live event streams run at once unless set otherwise.
+pub const DEFAULT_MAX_EVENT_STREAMS: usize = 1024;
 
 /// Every route of the service.
 pub fn router(state: AppState) -> Router {
@@ -55,6 +62,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/logs", get(logs))
         .route("/api/events", get(events))
         .route("/healthz", get(healthz))
+        .route("/readyz", get(healthz))
+        .route("/livez", get(|| async { "alive" }))
         .route("/metrics", get(move || async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], vote_service::render_metrics(&registry)) }))
         .with_state(state)
 }
@@ -141,10 +150,16 @@ impl Drop for ClientGuard {
     }
 }
 
-/// `GET /api/events`: an `event: snapshot` with the counters now, then one on every change.
-async fn events(State(state): State<AppState>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+/// `GET /api/events`: an `event: snapshot` with the counters now, then one on every change; a
+/// fast 503 with Retry-After when [`AppState::sse_slots`] are all taken.
+async fn events(State(state): State<AppState>) -> Response {
+    let Ok(permit) = state.sse_slots.clone().try_acquire_owned() else {
+        let mut response = error(StatusCode::SERVICE_UNAVAILABLE, "too many live pages open; retry shortly", None);
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        return response;
+    };
     state.metrics.sse_clients.inc();
-    let guard = ClientGuard(state.metrics.clone());
+    let guard = (ClientGuard(state.metrics.clone()), permit);
     let mut shutdown = state.shutdown.clone();
     let stream = WatchStream::new(state.live.subscribe())
         .filter_map(|published| async move { published })
@@ -153,7 +168,7 @@ async fn events(State(state): State<AppState>) -> Sse<impl Stream<Item = Result<
             Ok(Event::default().event("snapshot").data(escape_json_html(&published.json)))
         })
         .take_until(async move { shutdown.wait().await });
-    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response()
 }
 
 /// `GET /healthz`: 200 when Redis and MongoDB answer and the live poller keeps reading.

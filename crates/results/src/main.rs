@@ -23,6 +23,10 @@ struct Args {
     /// How often the shared poller reads `{votes}:total`, in milliseconds.
     #[arg(long, env = "VOTES_RESULTS_POLL_MS", default_value_t = results::live::DEFAULT_POLL_INTERVAL.as_millis() as u64)]
     poll_ms: u64,
+    /// How many live event streams (`/api/events`, one per open page) may run at once; more get
+    /// a fast 503 with Retry-After.
+    #[arg(long, env = "VOTES_RESULTS_MAX_EVENT_STREAMS", default_value_t = results::app::DEFAULT_MAX_EVENT_STREAMS)]
+    max_event_streams: usize,
     /// The page's listener bounds.
     #[command(flatten)]
     connections: vote_service::listen::ListenArgs,
@@ -38,6 +42,7 @@ impl Args {
             config_check::check_url("redis-url", &self.redis_url, config_check::REDIS_SCHEMES),
             config_check::check_url("mongo-url", &self.mongo_url, config_check::MONGO_SCHEMES),
             (self.poll_ms == 0).then(|| "poll-ms: must be at least 1".to_owned()),
+            (self.max_event_streams == 0).then(|| "max-event-streams: must be at least 1".to_owned()),
         ]
         .into_iter()
         .flatten()
@@ -55,9 +60,13 @@ async fn main() -> anyhow::Result<()> {
     let metrics = results::metrics::Metrics::new();
 
     let redis_client = redis::Client::open(args.redis_url.as_str()).with_context(|| format!("Redis URL {}", args.redis_url))?;
-    let redis = redis::aio::ConnectionManager::new(redis_client)
-        .await
-        .with_context(|| format!("connecting to Redis at {}", args.redis_url))?;
+    // Lazy: the page serves (live, not ready) while Redis is away, and reads once it answers.
+    let redis_config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(Some(Duration::from_secs(5)))
+        .set_number_of_retries(1);
+    let redis = redis::aio::ConnectionManager::new_lazy_with_config(redis_client, redis_config)
+        .with_context(|| format!("Redis at {}", args.redis_url))?;
     let mut mongo_options = mongodb::options::ClientOptions::parse(&args.mongo_url)
         .await
         .with_context(|| format!("MongoDB URL {}", args.mongo_url))?;
@@ -66,7 +75,8 @@ async fn main() -> anyhow::Result<()> {
 
     let live = results::live::spawn(redis.clone(), Duration::from_millis(args.poll_ms.max(10)), metrics.clone(), shutdown.clone());
     let metrics_registry = metrics.registry.clone();
-    let state = results::app::AppState { redis, logs, live, metrics, shutdown: shutdown.clone() };
+    let sse_slots = std::sync::Arc::new(tokio::sync::Semaphore::new(args.max_event_streams));
+    let state = results::app::AppState { redis, logs, live, metrics, shutdown: shutdown.clone(), sse_slots };
     let listen_metrics = vote_service::listen::ListenMetrics::register(&metrics_registry, "results");
     let listener = vote_service::listen::Listener::bind(args.addr, args.connections.limits(), listen_metrics).await?;
     let bound = vote_service::spawn_router(listener, results::app::router(state), shutdown.clone())?;

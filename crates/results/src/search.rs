@@ -215,15 +215,32 @@ fn entry(document: &Document) -> LogEntry {
     }
 }
 
-/// Runs the query: newest first (`received_at`, then `_id`, descending), one page.
-pub async fn search(logs: &Collection<Document>, query: &LogQuery) -> mongodb::error::Result<LogPage> {
-    let documents: Vec<Document> = logs
-        .find(query.filter())
-        .sort(doc! { "received_at": -1, "_id": -1 })
-        .limit(i64::from(query.limit) + 1)
-        .await?
-        .try_collect()
-        .await?;
+/// Why a search has no page.
+#[derive(Debug, thiserror::Error)]
+pub enum SearchError {
+    #[error("{0}")]
+    Mongo(#[from] mongodb::error::Error),
+    #[error("the search took longer than {0} s")]
+    TooSlow(u64),
+}
+
+/// The longest one search may run (on the server, `maxTimeMS`, and here): past it the page gets
+/// a 503 instead of holding a connection and the database.
+pub const SEARCH_TIME_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Runs the query: newest first (`received_at`, then `_id`, descending), one page, within
+/// [`SEARCH_TIME_LIMIT`].
+pub async fn search(logs: &Collection<Document>, query: &LogQuery) -> Result<LogPage, SearchError> {
+    let find = async {
+        logs.find(query.filter())
+            .sort(doc! { "received_at": -1, "_id": -1 })
+            .limit(i64::from(query.limit) + 1)
+            .max_time(SEARCH_TIME_LIMIT)
+            .await?
+            .try_collect::<Vec<Document>>()
+            .await
+    };
+    let documents = tokio::time::timeout(SEARCH_TIME_LIMIT, find).await.map_err(|_| SearchError::TooSlow(SEARCH_TIME_LIMIT.as_secs()))??;
     let mut items: Vec<LogEntry> = documents.iter().map(entry).collect();
     let next_cursor = if items.len() > query.limit as usize {
         items.truncate(query.limit as usize);

@@ -4,6 +4,10 @@ use std::path::{Path, PathBuf};
 
 use crate::process::Launch;
 
+/// The local Redis' `maxmemory`: the counters of a few million keyed votes within their
+/// idempotency TTL fit many times over (docs/decisions.md has the sizing).
+pub const REDIS_MAX_MEMORY: &str = "512mb";
+
 /// Kafka (Tansu) port of the local stack.
 pub const DEFAULT_KAFKA_PORT: u16 = 9092;
 /// Redis port of the local stack.
@@ -215,6 +219,7 @@ impl StackConfig {
     pub fn admin_token_path(&self) -> PathBuf {
         self.state_dir.join("run").join("admin-token")
     }
+    /// Where a part keeps its data.
     pub fn data_dir(&self, part: Part) -> PathBuf {
         self.state_dir.join("data").join(part.name())
     }
@@ -254,6 +259,9 @@ impl StackConfig {
             Part::Redis => Launch::new(part.name(), &self.redis_bin)
                 .args(["--bind", host, "--port", &self.redis_port.to_string(), "--dir", &data.display().to_string()])
                 .args(["--appendonly", "yes", "--save", "", "--maxmemory-policy", "noeviction"])
+                // A bound Redis refuses writes at (the consumer then waits, saying so in its
+                // health) instead of growing until the kernel kills it.
+                .args(["--maxmemory", REDIS_MAX_MEMORY])
                 // Every acknowledged count is on disk before the consumer commits past it.
                 .args(["--appendfsync", "always"])
                 .args(["--protected-mode", if is_loopback(host) { "no" } else { "yes" }])
