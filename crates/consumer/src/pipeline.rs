@@ -336,6 +336,8 @@ impl Worker {
         let mut spans = spans_of(&batch);
         if let Some(behind) = self.count(&mut spans, &mut decoded, &batch, &mut dead).await? {
             self.rewind(&behind, batch).await;
+            // A stall before the gap paused the assignment: the re-read needs it fetching.
+            self.resume().await;
             return Ok((Outcome::Rewound, Vec::new()));
         }
         self.log(&decoded.votes, &batch, &mut dead).await?;

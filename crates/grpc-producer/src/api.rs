@@ -10,7 +10,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::{Request, Response, Status, Streaming};
 use tonic_types::{ErrorDetails, StatusExt};
 use vote_core::proto::{CastSummary, Receipt, Rejection, Vote};
-use vote_core::{encode_event, maybe_stored_advice, new_event, now_ms, validate, IdempotencyKey, Path, VoteError, VoteInput, IDEMPOTENCY_KEY_HEADER, TOPIC};
+use vote_core::{encode_event, maybe_stored_advice, new_event, now_ms, validate, IdempotencyKey, KeyedVote, Occurrences, Path, VoteError, VoteInput, IDEMPOTENCY_KEY_HEADER, TOPIC};
 use vote_kafka::{PublishError, Publisher};
 use vote_service::vote_metrics::Outcome;
 
@@ -76,9 +76,9 @@ impl VoteApi {
 
     /// Validates and publishes one vote; `vote_id` is the id the client's idempotency key gave.
     /// Counts the vote by its outcome, and an accepted one's time from arrival to the broker's ack.
-    async fn cast_one(&self, vote: &Vote, vote_id: Option<String>) -> Result<Receipt, CastError> {
+    async fn cast_one(&self, vote: &Vote, keyed: Option<KeyedVote>) -> Result<Receipt, CastError> {
         let received = Instant::now();
-        let outcome = self.publish_one(vote, vote_id).await;
+        let outcome = self.publish_one(vote, keyed).await;
         match &outcome {
             Ok(_) => self.metrics.votes.accepted(received.elapsed()),
             Err(error) => self.record_refusal(error),
@@ -86,8 +86,9 @@ impl VoteApi {
         outcome
     }
 
-    async fn publish_one(&self, vote: &Vote, vote_id: Option<String>) -> Result<Receipt, CastError> {
+    async fn publish_one(&self, vote: &Vote, keyed: Option<KeyedVote>) -> Result<Receipt, CastError> {
         let valid = validate(&VoteInput::from(vote)).map_err(CastError::Invalid)?;
+        let vote_id = keyed.map(|k| k.vote_id(&valid));
         let event = new_event(valid, Path::Grpc, &self.producer, now_ms(), vote_id);
         let payload = encode_event(&event);
         let ack = self
@@ -205,8 +206,8 @@ impl vote_grpc::VoteService for VoteApi {
         let _slot = self.admit()?;
         let deadline = call_deadline(request.metadata(), self.limits.call_timeout);
         let key = idempotency_key(&request).map_err(|error| self.refuse_key(error))?;
-        let vote_id = key.as_ref().map(|k| k.vote_id(None));
-        match tokio::time::timeout(deadline, self.cast_one(request.get_ref(), vote_id)).await {
+        let keyed = key.as_ref().map(|k| k.item(None));
+        match tokio::time::timeout(deadline, self.cast_one(request.get_ref(), keyed)).await {
             Ok(outcome) => {
                 outcome.map(Response::new).map_err(|error| status(error, key.as_ref()))
             }
@@ -223,7 +224,7 @@ impl vote_grpc::VoteService for VoteApi {
     /// `Limits::stream_max_votes` votes and runs at most `Limits::stream_timeout` (or the
     /// client's shorter deadline): past either, it stops reading, lets the votes in flight finish,
     /// and ends with `INVALID_ARGUMENT` (field `stream`) or `DEADLINE_EXCEEDED` saying how many
-    /// were accepted. With an idempotency key, vote `i` gets the id the key gives item `i`.
+    /// were accepted. With an idempotency key, each vote gets the id the key gives that vote (the n-th equal one).
     async fn cast_stream(&self, request: Request<Streaming<Vote>>) -> Result<Response<CastSummary>, Status> {
         let _slot = self.admit()?;
         let deadline = call_deadline(request.metadata(), self.limits.stream_timeout);
@@ -235,6 +236,7 @@ impl vote_grpc::VoteService for VoteApi {
         let mut in_flight = FuturesUnordered::new();
         let mut tally = StreamTally::default();
         let mut index = 0u64;
+        let mut occurrences = Occurrences::default();
         let mut cut = None;
         loop {
             tokio::select! {
@@ -246,8 +248,13 @@ impl vote_grpc::VoteService for VoteApi {
                     Some(Ok(vote)) => {
                         let api = self.clone();
                         let position = index;
-                        let vote_id = key.as_ref().map(|k| k.vote_id(Some(position)));
-                        in_flight.push(async move { (position, api.cast_one(&vote, vote_id).await) });
+                        // Equal votes of one stream are told apart by their occurrence, so a
+                        // stream retried whole, in part or reordered names each vote as before.
+                        let keyed = key.as_ref().map(|k| {
+                            let occurrence = validate(&VoteInput::from(&vote)).map(|v| occurrences.next(&v)).unwrap_or(0);
+                            k.item(Some(occurrence))
+                        });
+                        in_flight.push(async move { (position, api.cast_one(&vote, keyed).await) });
                         index += 1;
                     }
                     Some(Err(status)) => return Err(status),

@@ -11,7 +11,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use futures::{Stream, StreamExt};
+use futures::StreamExt;
 use mongodb::bson::{doc, Document};
 use mongodb::Collection;
 use redis::aio::ConnectionManager;
@@ -165,7 +165,7 @@ async fn events(State(state): State<AppState>) -> Response {
         .filter_map(|published| async move { published })
         .map(move |published| {
             let _ = &guard;
-            Ok(Event::default().event("snapshot").data(escape_json_html(&published.json)))
+            Ok::<_, Infallible>(Event::default().event("snapshot").data(escape_json_html(&published.json)))
         })
         .take_until(async move { shutdown.wait().await });
     Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response()

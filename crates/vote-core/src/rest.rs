@@ -165,9 +165,10 @@ pub fn check_head(head: &RequestHead, limit: usize) -> Result<Option<Idempotency
 
 /// Validates a received vote and builds its event (with the id its idempotency key gave, if
 /// any), or says which field is wrong.
-fn accept(input: Result<VoteInput, VoteError>, policy: &dyn Policy, vote_id: Option<String>) -> Result<VoteEvent, VoteError> {
+fn accept(input: Result<VoteInput, VoteError>, policy: &dyn Policy, vote_id: impl FnOnce(&ValidVote) -> Option<String>) -> Result<VoteEvent, VoteError> {
     let vote = validate(&input?)?;
     policy.check(&vote)?;
+    let vote_id = vote_id(&vote);
     Ok(new_event(vote, policy.path(), policy.producer(), now_ms(), vote_id))
 }
 
@@ -178,7 +179,7 @@ pub fn message(event: &VoteEvent) -> (Vec<u8>, Vec<u8>) {
 
 /// The event to publish for `POST /votes`, or the `400` naming the wrong field.
 pub fn prepare_one(body: &[u8], key: Option<&IdempotencyKey>, policy: &dyn Policy) -> Result<VoteEvent, Reply> {
-    accept(parse_json_vote(body), policy, key.map(|k| k.vote_id(None))).map_err(|error| invalid(&error))
+    accept(parse_json_vote(body), policy, |vote| key.map(|k| k.vote_id(vote, None))).map_err(|error| invalid(&error))
 }
 
 /// The answer to one published vote. Broker failures are `503` with `Retry-After`, and say
@@ -218,14 +219,15 @@ pub struct Batch {
 }
 
 impl Batch {
-    /// Parses and checks a batch body. With an idempotency key, item `i` gets the id the key
-    /// gives item `i`, so a retried batch counts each vote once.
+    /// Parses and checks a batch body. With an idempotency key, each vote gets the id the key
+    /// gives that vote (the n-th equal one: [`crate::Occurrences`]), so a retried batch, whole,
+    /// a subset or reordered, counts each vote once.
     pub fn prepare(body: &[u8], key: Option<IdempotencyKey>, policy: &dyn Policy) -> Result<Self, Reply> {
         let items = parse_json_votes(body, MAX_BATCH_ITEMS).map_err(|error| invalid(&error))?;
+        let mut occurrences = crate::Occurrences::default();
         let checked = items
             .into_iter()
-            .enumerate()
-            .map(|(position, item)| accept(item, policy, key.as_ref().map(|k| k.vote_id(Some(position as u64)))))
+            .map(|item| accept(item, policy, |vote| key.as_ref().map(|k| k.vote_id(vote, Some(occurrences.next(vote))))))
             .collect();
         Ok(Self { checked, key })
     }

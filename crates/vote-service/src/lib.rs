@@ -87,6 +87,12 @@ impl Shutdown {
         Self(rx)
     }
 
+    /// A signal fired by sending `true` on the returned sender (tests, embedders).
+    pub fn manual() -> (watch::Sender<bool>, Self) {
+        let (tx, rx) = watch::channel(false);
+        (tx, Self(rx))
+    }
+
     /// Whether shutdown was requested.
     pub fn requested(&self) -> bool {
         *self.0.borrow()

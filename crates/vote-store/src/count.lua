@@ -84,7 +84,7 @@ for p = 1, nparts do
       elseif first <= a and verified ~= a then
         replays[#replays + 1] = p .. ':' .. a .. ':' .. (redis.call('HGET', KEYS[2], field) or '-')
       end
-    elseif not epoch and first > floor then
+    elseif not epoch and first > 0 and first > floor then
       gaps[#gaps + 1] = p .. ':-1'
     end
   end
