@@ -1,7 +1,7 @@
 """Cross-references inside each rendered overlay: Services select pods that exist and target
 ports those pods expose, probes name exposed ports, every ConfigMap, Secret, PVC and service
-account referenced is defined, autoscalers, budgets, policies and ingresses point at things that
-exist, the services reach Kafka, Redis and MongoDB by names that exist, and our images share one tag."""
+account referenced is defined, autoscalers, budgets, policies, Ingresses and Gateway API routes
+point at things that exist (and the entry points reach both producers), the services reach Kafka, Redis and MongoDB by names that exist, and our images share one tag."""
 
 import pytest
 
