@@ -237,6 +237,60 @@ impl Publisher {
     }
 }
 
+/// How long a group coordinator waits for a consumer's heartbeat before it drops the member.
+pub const SESSION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A consumer configuration that stores and commits offsets only when told to.
+pub fn consumer_config(brokers: &str, group: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", SESSION_TIMEOUT.as_millis().to_string())
+        .set("heartbeat.interval.ms", "1000")
+        .set("reconnect.backoff.max.ms", "1000");
+    config
+}
+
+/// Creates `topic` with `partitions` partitions unless it exists already.
+pub async fn ensure_topic(brokers: &str, topic: &str, partitions: i32) -> Result<(), SetupError> {
+    ensure_topic_with(brokers, topic, partitions, &[]).await
+}
+
+/// Creates `topic` with `partitions` partitions and the given topic configuration (for example
+/// `cleanup.policy=compact`) unless it exists already.
+pub async fn ensure_topic_with(brokers: &str, topic: &str, partitions: i32, config: &[(&str, &str)]) -> Result<(), SetupError> {
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", brokers).create()?;
+    let new_topic = config
+        .iter()
+        .fold(NewTopic::new(topic, partitions, TopicReplication::Fixed(1)), |new_topic, (key, value)| new_topic.set(key, value));
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let results = admin.create_topics([&new_topic], &options).await?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((_, code)) => return Err(SetupError(KafkaError::AdminOp(code))),
+        }
+    }
+    Ok(())
+}
+
+/// Asks the broker for the cluster metadata: a readiness probe for the broker and the topic.
+/// Returns the topic's partition count (0 when the topic does not exist).
+pub fn probe(brokers: &str, topic: &str, timeout: Duration) -> Result<usize, SetupError> {
+    let producer: rdkafka::producer::BaseProducer = ClientConfig::new().set("bootstrap.servers", brokers).create()?;
+    let metadata = producer.client().fetch_metadata(Some(topic), Timeout::After(timeout))?;
+    Ok(metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic && t.error().is_none())
+        .map_or(0, |t| t.partitions().len()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -313,58 +367,4 @@ mod tests {
         assert!(error.to_string().contains("request timeout"), "{error}");
         assert!(check_caller_deadline("request timeout", timeout + DELIVERY_REPORT_GRACE, timeout).is_err());
     }
-}
-
-/// How long a group coordinator waits for a consumer's heartbeat before it drops the member.
-pub const SESSION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// A consumer configuration that stores and commits offsets only when told to.
-pub fn consumer_config(brokers: &str, group: &str) -> ClientConfig {
-    let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", brokers)
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", SESSION_TIMEOUT.as_millis().to_string())
-        .set("heartbeat.interval.ms", "1000")
-        .set("reconnect.backoff.max.ms", "1000");
-    config
-}
-
-/// Creates `topic` with `partitions` partitions unless it exists already.
-pub async fn ensure_topic(brokers: &str, topic: &str, partitions: i32) -> Result<(), SetupError> {
-    ensure_topic_with(brokers, topic, partitions, &[]).await
-}
-
-/// Creates `topic` with `partitions` partitions and the given topic configuration (for example
-/// `cleanup.policy=compact`) unless it exists already.
-pub async fn ensure_topic_with(brokers: &str, topic: &str, partitions: i32, config: &[(&str, &str)]) -> Result<(), SetupError> {
-    let admin: AdminClient<DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", brokers).create()?;
-    let new_topic = config
-        .iter()
-        .fold(NewTopic::new(topic, partitions, TopicReplication::Fixed(1)), |new_topic, (key, value)| new_topic.set(key, value));
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    let results = admin.create_topics([&new_topic], &options).await?;
-    for result in results {
-        match result {
-            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((_, code)) => return Err(SetupError(KafkaError::AdminOp(code))),
-        }
-    }
-    Ok(())
-}
-
-/// Asks the broker for the cluster metadata: a readiness probe for the broker and the topic.
-/// Returns the topic's partition count (0 when the topic does not exist).
-pub fn probe(brokers: &str, topic: &str, timeout: Duration) -> Result<usize, SetupError> {
-    let producer: rdkafka::producer::BaseProducer = ClientConfig::new().set("bootstrap.servers", brokers).create()?;
-    let metadata = producer.client().fetch_metadata(Some(topic), Timeout::After(timeout))?;
-    Ok(metadata
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic && t.error().is_none())
-        .map_or(0, |t| t.partitions().len()))
 }
