@@ -32,14 +32,21 @@ down:
 status:
 	$(VOTECTL) status
 
+# The Rust suite and the deploy checks both run whatever the other found, and the target fails
+# if either did (tests/deploy/test_makefile.py runs it with stand-ins for cargo and pytest).
+PYTHON ?= .venv/bin/python
 test: components
 	cargo build --workspace --bins
-	@if cargo nextest --version >/dev/null 2>&1; then \
-		cargo nextest run --workspace --no-fail-fast; \
+	@rust=0; deploy=0; \
+	if cargo nextest --version >/dev/null 2>&1; then \
+		cargo nextest run --workspace --no-fail-fast || rust=$$?; \
 	else \
-		cargo test --workspace --no-fail-fast; \
-	fi
-	.venv/bin/python -m pytest -q tests/deploy
+		cargo test --workspace --no-fail-fast || rust=$$?; \
+	fi; \
+	$(PYTHON) -m pytest -q tests/deploy || deploy=$$?; \
+	if [ $$rust -ne 0 ]; then echo "make test: the Rust tests failed (exit $$rust; see above)" >&2; fi; \
+	if [ $$deploy -ne 0 ]; then echo "make test: tests/deploy failed (exit $$deploy; see above)" >&2; fi; \
+	[ $$rust -eq 0 ] && [ $$deploy -eq 0 ]
 
 # Both producers at 64 connections, one after the other, on the running stack.
 bench:

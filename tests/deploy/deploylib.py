@@ -22,8 +22,12 @@ OVERLAYS = sorted(p for p in (REPO / "k8s" / "overlays").iterdir() if (p / "kust
 
 
 def builds_on_base(overlay: Path) -> bool:
-    """Whether an overlay is the whole system (it includes k8s/base) rather than an add-on."""
-    return "../../base" in yaml.safe_load((overlay / "kustomization.yaml").read_text()).get("resources", [])
+    """Whether an overlay is the whole system (it includes k8s/base, or an overlay that does)
+    rather than an add-on."""
+    resources = yaml.safe_load((overlay / "kustomization.yaml").read_text()).get("resources", [])
+    if "../../base" in resources:
+        return True
+    return any((overlay / r / "kustomization.yaml").is_file() and builds_on_base((overlay / r).resolve()) for r in resources if r.startswith("../"))
 
 
 # Overlays that deploy the whole system (dev, prod), and add-ons applied beside one (spinkube).
@@ -66,6 +70,17 @@ def render(overlay: Path) -> list[dict]:
     if done.returncode != 0:
         raise AssertionError(f"kubectl kustomize {overlay} failed:\n{done.stderr}")
     return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+
+
+# API groups under k8s.io that Kubernetes itself does not serve: they come from CRDs (the Gateway
+# API), checked against ../shared/schemas like any other custom resource.
+CRD_GROUPS_UNDER_K8S_IO = {"gateway.networking.k8s.io"}
+
+
+def group_is_custom(doc: dict) -> bool:
+    """Whether a document's kind comes from a CRD rather than from Kubernetes itself."""
+    group, _ = group_version(doc)
+    return group in CRD_GROUPS_UNDER_K8S_IO or ("." in group and not group.endswith(".k8s.io"))
 
 
 def group_version(doc: dict) -> tuple[str, str]:

@@ -32,7 +32,7 @@ def test_backing_services(compose):
     assert services["mongodb"]["image"].startswith("mongo:7")
     assert services["prometheus"]["image"].startswith("prom/prometheus:")
     grafana = services["grafana"]
-    assert "redis-datasource" in grafana["environment"]["GF_INSTALL_PLUGINS"]
+    assert "redis-datasource" in grafana["environment"]["GF_PLUGINS_PREINSTALL_SYNC"]
     assert any(v.startswith("./grafana/provisioning:/etc/grafana/provisioning") for v in grafana["volumes"])
     assert any(v.startswith("./grafana/dashboards:") for v in grafana["volumes"])
 

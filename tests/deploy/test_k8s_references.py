@@ -1,7 +1,7 @@
 """Cross-references inside each rendered overlay: Services select pods that exist and target
 ports those pods expose, probes name exposed ports, every ConfigMap, Secret, PVC and service
-account referenced is defined, autoscalers, budgets, policies and ingresses point at things that
-exist, the services reach Kafka, Redis and MongoDB by names that exist, and our images share one tag."""
+account referenced is defined, autoscalers, budgets, policies, Ingresses and Gateway API routes
+point at things that exist (and the entry points reach both producers), the services reach Kafka, Redis and MongoDB by names that exist, and our images share one tag."""
 
 import pytest
 
@@ -112,21 +112,48 @@ def test_kafka_listener_admits_the_kafka_clients(docs, overlay):
     assert admitted == {"votes-host", "grpc-producer", "consumer"}, f"{overlay}: Kafka admits {admitted}"
 
 
-def test_ingress_backends_exist(docs, overlay):
-    services = by_kind(docs, "Service")
-    backends = set()
+def service_port(docs, overlay, where, name, port):
+    """Asserts that Service `name` exists and has `port` (a name or a number)."""
+    service = by_kind(docs, "Service").get(name)
+    assert service is not None, f"{overlay}: {where} routes to a missing Service {name}"
+    assert any(port in (p.get("name"), p["port"]) for p in service["spec"]["ports"]), f"{overlay}: {where}: {name} has no port {port}"
+
+
+def entry_routes(docs, overlay) -> set[tuple[str, str, str]]:
+    """(service, path or gRPC service, protocol) for every route into the cluster, from the
+    Ingress objects and the Gateway API routes, with each backend checked to exist."""
+    routes = set()
     for name, ingress in by_kind(docs, "Ingress").items():
+        protocol = ingress["metadata"].get("annotations", {}).get("nginx.ingress.kubernetes.io/backend-protocol", "HTTP")
         for rule in ingress["spec"]["rules"]:
             for path in rule["http"]["paths"]:
                 backend = path["backend"]["service"]
-                service = services.get(backend["name"])
-                assert service is not None, f"{overlay}: Ingress {name} routes to a missing Service {backend['name']}"
-                port = backend["port"].get("name", backend["port"].get("number"))
-                assert any(port in (p.get("name"), p["port"]) for p in service["spec"]["ports"]), f"{overlay}: Ingress {name}: {backend['name']} has no port {port}"
-                backends.add((backend["name"], path["path"], ingress["metadata"].get("annotations", {}).get("nginx.ingress.kubernetes.io/backend-protocol", "HTTP")))
-    assert any(b[0] == "votes-host" and "/votes" in b[1] for b in backends), backends
-    assert any(b[0] == "votes-host" and "/rust/insert" in b[1] for b in backends), backends
-    assert any(b[0] == "grpc-producer" and b[2] == "GRPC" for b in backends), backends
+                service_port(docs, overlay, f"Ingress {name}", backend["name"], backend["port"].get("name", backend["port"].get("number")))
+                # On a gRPC-only host, "/" carries every gRPC service of the backend.
+                routes.add((backend["name"], "*" if protocol == "GRPC" and path["path"] == "/" else path["path"], protocol))
+    gateways = by_kind(docs, "Gateway")
+    for kind, protocol in (("HTTPRoute", "HTTP"), ("GRPCRoute", "GRPC")):
+        for name, route in by_kind(docs, kind).items():
+            for parent in route["spec"]["parentRefs"]:
+                gateway = gateways.get(parent["name"])
+                assert gateway is not None, f"{overlay}: {kind} {name} hangs off a missing Gateway {parent['name']}"
+                listeners = [l for l in gateway["spec"]["listeners"] if parent.get("sectionName") in (None, l["name"])]
+                assert any(kind in {k["kind"] for k in l.get("allowedRoutes", {}).get("kinds", [{"kind": kind}])} for l in listeners), (
+                    f"{overlay}: no listener of Gateway {parent['name']} admits {kind} {name}"
+                )
+            for rule in route["spec"]["rules"]:
+                for backend in rule["backendRefs"]:
+                    service_port(docs, overlay, f"{kind} {name}", backend["name"], backend["port"])
+                    for match in rule.get("matches", []):
+                        routes.add((backend["name"], match["path"]["value"] if "path" in match else match["method"]["service"], protocol))
+    return routes
+
+
+def test_entry_points_reach_both_producers(docs, overlay):
+    routes = entry_routes(docs, overlay)
+    assert any(r[0] == "votes-host" and "/votes" in r[1] for r in routes), routes
+    assert any(r[0] == "votes-host" and "/rust/insert" in r[1] for r in routes), routes
+    assert any(r[0] == "grpc-producer" and r[2] == "GRPC" and r[1] in ("*", "votes.v1.VoteService") for r in routes), routes
 
 
 def test_services_reach_kafka_and_stores_by_existing_names(docs, overlay):

@@ -7,6 +7,7 @@ import kubernetes_validate
 import pytest
 
 import deploylib
+from deploylib import group_is_custom
 
 KUBERNETES_VERSION = kubernetes_validate.latest_version()
 
@@ -41,11 +42,6 @@ def validate_builtins(docs, overlay) -> int:
 def test_builtin_kinds_validate_strictly(docs, overlay):
     checked = validate_builtins(docs, overlay)
     assert checked > 20, checked
-
-
-def group_is_custom(doc) -> bool:
-    group, _ = deploylib.group_version(doc)
-    return "." in group and not group.endswith(".k8s.io")
 
 
 def test_custom_resources_validate_against_their_crds(docs, overlay, crds):

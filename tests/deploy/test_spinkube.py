@@ -2,7 +2,7 @@
 renders, its kinds validate (built-in strictly, SpinApp, SpinAppExecutor and KafkaBridge against
 their CRDs), and its references hold against the base: the bridge reaches the base's Kafka and is
 admitted by its listener, the SpinApp reaches the bridge, the HPA scales the SpinApp's Deployment,
-and its image carries our one tag."""
+its image carries our one tag, and only the Spin app's pods reach the bridge."""
 
 import tomllib
 
@@ -31,7 +31,7 @@ def only(docs, kind):
 
 
 def test_spinkube_renders_its_kinds_in_the_votes_namespace(spin_docs):
-    assert {doc["kind"] for doc in spin_docs} == {"SpinApp", "SpinAppExecutor", "KafkaBridge", "HorizontalPodAutoscaler"}
+    assert {doc["kind"] for doc in spin_docs} == {"SpinApp", "SpinAppExecutor", "KafkaBridge", "HorizontalPodAutoscaler", "NetworkPolicy"}
     assert all(doc["metadata"].get("namespace") == "votes" for doc in spin_docs)
 
 
@@ -74,3 +74,28 @@ def test_the_spin_image_carries_our_one_tag(spin_docs, base_docs):
     assert image.startswith(deploylib.IMAGE_PREFIX), image
     base_tags = {deploylib.our_image(c["image"])[1] for _, t in deploylib.pod_templates(base_docs) for c in deploylib.containers(t["spec"]) if deploylib.our_image(c["image"])}
     assert base_tags == {image.rsplit(":", 1)[1]}, (image, base_tags)
+
+
+def test_only_the_spin_app_reaches_the_bridge(spin_docs, base_docs):
+    """The bridge writes to Kafka for anyone who reaches it: a NetworkPolicy selects its pods and
+    admits, on its HTTP port, the SpinApp's pods and no pod of the base."""
+    bridge, app = only(spin_docs, "KafkaBridge"), only(spin_docs, "SpinApp")
+    bridge_labels = bridge["spec"]["template"]["pod"]["metadata"]["labels"]
+    policies = [p for p in by_kind(spin_docs, "NetworkPolicy").values() if matches(p["spec"]["podSelector"], bridge_labels)]
+    assert policies, f"no NetworkPolicy selects the bridge's pods {bridge_labels}"
+    app_labels = app["spec"].get("podLabels", {})
+    base_pods = [(o["metadata"]["name"], t["metadata"].get("labels")) for o, t in deploylib.pod_templates(base_docs)]
+    for policy in policies:
+        assert "Ingress" in policy["spec"]["policyTypes"]
+        for rule in policy["spec"]["ingress"]:
+            peers = rule.get("from")
+            assert peers, f"{policy['metadata']['name']}: a rule with no `from` admits every pod"
+            assert all(set(p) == {"podSelector"} for p in peers), f"{policy['metadata']['name']}: only pod selectors of this namespace"
+            assert all(matches(p["podSelector"], app_labels) for p in peers), f"{policy['metadata']['name']} admits pods other than the SpinApp's {app_labels}"
+            admitted = [name for name, labels in base_pods if any(matches(p["podSelector"], labels) for p in peers)]
+            assert not admitted, f"{policy['metadata']['name']} admits pods of the base: {admitted}"
+            assert [p["port"] for p in rule["ports"]] == [bridge["spec"]["http"]["port"]]
+
+
+def test_the_bridge_gets_no_service_links(spin_docs):
+    assert only(spin_docs, "KafkaBridge")["spec"]["template"]["pod"]["enableServiceLinks"] is False

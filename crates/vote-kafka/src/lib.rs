@@ -7,6 +7,11 @@
 //!   [`check_caller_deadline`]).
 //! - [`consumer_config`]: a consumer that commits by hand, after its writes succeeded.
 //! - [`ensure_topic`]: creates the votes topic with its partitions if it is missing.
+//! - [`outcome`]: how a failed publish is sorted (from the message's persistence status);
+//!   [`delivery`]: the producer context that reports it.
+
+pub mod delivery;
+pub mod outcome;
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -16,8 +21,12 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::util::Timeout;
+use tokio::sync::oneshot;
+
+use crate::delivery::ReportingContext;
+use crate::outcome::{classify, Persistence};
 
 /// The default broker address of the local stack.
 pub const DEFAULT_BROKERS: &str = "127.0.0.1:9092";
@@ -141,28 +150,31 @@ pub struct Publisher {
     inner: Arc<PublisherInner>,
 }
 
+/// The client under a [`Publisher`]: its delivery reports carry each message's persistence status.
+type Client = ThreadedProducer<ReportingContext>;
+
 struct PublisherInner {
     settings: PublisherSettings,
-    current: RwLock<Arc<FutureProducer>>,
+    current: RwLock<Arc<Client>>,
 }
 
 impl Publisher {
     pub fn new(settings: &PublisherSettings) -> Result<Self, SetupError> {
-        let producer = Arc::new(settings.client_config().create()?);
+        let producer = Arc::new(settings.client_config().create_with_context(ReportingContext)?);
         Ok(Self { inner: Arc::new(PublisherInner { settings: settings.clone(), current: RwLock::new(producer) }) })
     }
 
-    fn current(&self) -> Arc<FutureProducer> {
+    fn current(&self) -> Arc<Client> {
         self.inner.current.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Replaces `failed` by a fresh client, unless another caller already did.
-    fn replace(&self, failed: &Arc<FutureProducer>) {
+    fn replace(&self, failed: &Arc<Client>) {
         let mut current = self.inner.current.write().unwrap_or_else(|e| e.into_inner());
         if !Arc::ptr_eq(&current, failed) {
             return;
         }
-        match self.inner.settings.client_config().create() {
+        match self.inner.settings.client_config().create_with_context(ReportingContext) {
             Ok(fresh) => {
                 tracing::warn!("the broker is unavailable; starting a fresh producer session for when it is back");
                 *current = Arc::new(fresh);
@@ -173,7 +185,7 @@ impl Publisher {
 
     /// Publishes one message and waits for the broker's acknowledgement, at most
     /// [`Publisher::bound`]. The message is queued without waiting: a full queue answers
-    /// [`PublishError::Overloaded`] at once.
+    /// [`PublishError::Overloaded`] at once. A failure is sorted by [`outcome::classify`].
     pub async fn publish(
         &self,
         topic: &str,
@@ -185,13 +197,19 @@ impl Publisher {
         for (key, value) in headers {
             owned_headers = owned_headers.insert(Header { key, value: Some(*value) });
         }
-        let record = FutureRecord::to(topic).key(key).payload(payload).headers(owned_headers);
+        let (report, delivered) = oneshot::channel();
+        let record = BaseRecord::with_opaque_to(topic, Box::new(report)).key(key).payload(payload).headers(owned_headers);
         let producer = self.current();
-        let delivery = tokio::time::timeout(self.bound(), producer.send(record, Timeout::After(Duration::ZERO))).await;
-        let error = match delivery {
-            Ok(Ok(delivery)) => return Ok(Ack { partition: delivery.partition, offset: delivery.offset }),
-            Ok(Err((error, _message))) => classify(error),
-            Err(_elapsed) => PublishError::Indeterminate(format!("no delivery report within {:?}", self.bound())),
+        let error = match producer.send(record) {
+            // Never queued, so never sent.
+            Err((error, _record)) => classify(error.rdkafka_error_code(), Persistence::NotPersisted, error.to_string()),
+            Ok(()) => match tokio::time::timeout(self.bound(), delivered).await {
+                Ok(Ok(Ok(ack))) => return Ok(ack),
+                Ok(Ok(Err(failure))) => classify(failure.code, failure.persistence, failure.text),
+                // The report was dropped unsent (the client went away with the message): sent or not.
+                Ok(Err(_dropped)) => PublishError::Indeterminate("the producer closed with the message in it".into()),
+                Err(_elapsed) => PublishError::Indeterminate(format!("no delivery report within {:?}", self.bound())),
+            },
         };
         if matches!(error, PublishError::Unavailable(_) | PublishError::Indeterminate(_)) {
             self.replace(&producer);
@@ -216,104 +234,6 @@ impl Publisher {
     /// The bounded wait for an acknowledgement.
     pub fn timeout(&self) -> Duration {
         self.inner.settings.timeout
-    }
-}
-
-/// Sorts a delivery error by what it proves: a full local queue (overload), a write that may
-/// have happened (no acknowledgement in time, a lost connection), a write the broker refused for
-/// now (not written, try later), or one that will never work.
-fn classify(error: KafkaError) -> PublishError {
-    use RDKafkaErrorCode as Code;
-    let text = error.to_string();
-    let Some(code) = error.rdkafka_error_code() else {
-        // `Canceled`: the client went away with the message in it, sent or not.
-        return match error {
-            KafkaError::Canceled => PublishError::Indeterminate(text),
-            _ => PublishError::Refused(text),
-        };
-    };
-    match code {
-        Code::QueueFull => PublishError::Overloaded(text),
-        Code::MessageTimedOut
-        | Code::RequestTimedOut
-        | Code::BrokerTransportFailure
-        | Code::NetworkException
-        | Code::OperationTimedOut
-        | Code::NotEnoughReplicasAfterAppend
-        | Code::Fatal => PublishError::Indeterminate(text),
-        Code::AllBrokersDown
-        | Code::NotEnoughReplicas
-        | Code::LeaderNotAvailable
-        | Code::NotLeaderForPartition
-        | Code::UnknownTopicOrPartition
-        | Code::CoordinatorNotAvailable => PublishError::Unavailable(text),
-        _ => PublishError::Refused(text),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A publisher whose broker is a local port that is listened on but never answered (kept
-    /// bound by the returned listener, so no other process can take it): nothing is ever
-    /// acknowledged, and nothing fails early either.
-    fn unanswered(timeout: Duration, queue_max_messages: Option<u32>) -> (Publisher, std::net::TcpListener) {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let mut settings = PublisherSettings::new(listener.local_addr().unwrap().to_string(), "vote-kafka-test");
-        settings.timeout = timeout;
-        settings.queue_max_messages = queue_max_messages;
-        (Publisher::new(&settings).unwrap(), listener)
-    }
-
-    #[tokio::test]
-    async fn a_full_queue_is_overload_answered_at_once() {
-        let (publisher, _broker) = unanswered(Duration::from_secs(30), Some(1));
-        let waiting = tokio::spawn({
-            let publisher = publisher.clone();
-            async move { publisher.publish("votes", b"k", b"first", &[]).await }
-        });
-        // The first message holds the only slot until its timeout; the second finds it taken.
-        let queued = std::time::Instant::now();
-        while publisher.current().in_flight_count() < 1 {
-            assert!(queued.elapsed() < Duration::from_secs(2), "the first message was never queued");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        let started = std::time::Instant::now();
-        let second = publisher.publish("votes", b"k", b"second", &[]).await;
-        assert!(matches!(second, Err(PublishError::Overloaded(_))), "{second:?}");
-        assert!(started.elapsed() < Duration::from_secs(1), "overload must be answered at once, took {:?}", started.elapsed());
-        // The client was not swapped for the overload: the first message is still queued in it.
-        assert_eq!(publisher.current().in_flight_count(), 1);
-        waiting.abort();
-    }
-
-    #[tokio::test]
-    async fn an_unacknowledged_message_is_indeterminate_within_the_bound() {
-        let (publisher, _broker) = unanswered(Duration::from_millis(500), None);
-        let started = std::time::Instant::now();
-        let outcome = publisher.publish("votes", b"k", b"v", &[]).await;
-        assert!(matches!(outcome, Err(PublishError::Indeterminate(_))), "{outcome:?}");
-        assert!(started.elapsed() < publisher.bound() + Duration::from_secs(1), "{:?}", started.elapsed());
-    }
-
-    #[test]
-    fn a_caller_deadline_must_cover_a_whole_publish() {
-        let timeout = Duration::from_secs(5);
-        assert!(check_caller_deadline("request timeout", Duration::from_secs(10), timeout).is_ok());
-        let error = check_caller_deadline("request timeout", Duration::from_secs(5), timeout).unwrap_err();
-        assert!(error.to_string().contains("request timeout"), "{error}");
-        assert!(check_caller_deadline("request timeout", timeout + DELIVERY_REPORT_GRACE, timeout).is_err());
-    }
-
-    #[test]
-    fn errors_are_sorted_by_what_they_prove() {
-        let of = |code| classify(KafkaError::MessageProduction(code));
-        assert!(matches!(of(RDKafkaErrorCode::QueueFull), PublishError::Overloaded(_)));
-        assert!(matches!(of(RDKafkaErrorCode::MessageTimedOut), PublishError::Indeterminate(_)));
-        assert!(matches!(of(RDKafkaErrorCode::NotLeaderForPartition), PublishError::Unavailable(_)));
-        assert!(matches!(of(RDKafkaErrorCode::MessageSizeTooLarge), PublishError::Refused(_)));
-        assert!(matches!(classify(KafkaError::Canceled), PublishError::Indeterminate(_)));
     }
 }
 
@@ -369,4 +289,82 @@ pub fn probe(brokers: &str, topic: &str, timeout: Duration) -> Result<usize, Set
         .iter()
         .find(|t| t.name() == topic && t.error().is_none())
         .map_or(0, |t| t.partitions().len()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A publisher whose broker is a local port that is listened on but never answered (kept
+    /// bound by the returned listener, so no other process can take it): nothing is ever
+    /// acknowledged, and nothing fails early either.
+    fn unanswered(timeout: Duration, queue_max_messages: Option<u32>) -> (Publisher, std::net::TcpListener) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut settings = PublisherSettings::new(listener.local_addr().unwrap().to_string(), "vote-kafka-test");
+        settings.timeout = timeout;
+        settings.queue_max_messages = queue_max_messages;
+        (Publisher::new(&settings).unwrap(), listener)
+    }
+
+    /// Waits (at most 2 s) until the publisher's client holds a message.
+    async fn wait_until_queued(publisher: &Publisher) {
+        let started = std::time::Instant::now();
+        while publisher.current().in_flight_count() < 1 {
+            assert!(started.elapsed() < Duration::from_secs(2), "the message was never queued");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_is_overload_answered_at_once() {
+        let (publisher, _broker) = unanswered(Duration::from_secs(30), Some(1));
+        let waiting = tokio::spawn({
+            let publisher = publisher.clone();
+            async move { publisher.publish("votes", b"k", b"first", &[]).await }
+        });
+        // The first message holds the only slot until its timeout; the second finds it taken.
+        wait_until_queued(&publisher).await;
+        let started = std::time::Instant::now();
+        let second = publisher.publish("votes", b"k", b"second", &[]).await;
+        assert!(matches!(second, Err(PublishError::Overloaded(_))), "{second:?}");
+        assert!(started.elapsed() < Duration::from_secs(1), "overload must be answered at once, took {:?}", started.elapsed());
+        // The client was not swapped for the overload: the first message is still queued in it.
+        assert_eq!(publisher.current().in_flight_count(), 1);
+        waiting.abort();
+    }
+
+    #[tokio::test]
+    async fn an_unacknowledged_message_is_indeterminate_within_the_bound() {
+        let (publisher, _broker) = unanswered(Duration::from_millis(500), None);
+        let started = std::time::Instant::now();
+        let outcome = publisher.publish("votes", b"k", b"v", &[]).await;
+        assert!(matches!(outcome, Err(PublishError::Indeterminate(_))), "{outcome:?}");
+        assert!(started.elapsed() < publisher.bound() + Duration::from_secs(1), "{:?}", started.elapsed());
+    }
+
+    /// A message purged from the local queue (what librdkafka does to every queued message when a
+    /// client is replaced or closed, as during a broker kill) never reached a broker: `unavailable`,
+    /// which a client retries, never `refused`.
+    #[tokio::test]
+    async fn a_purged_message_is_unavailable_not_refused() {
+        use rdkafka::producer::PurgeConfig;
+        let (publisher, _broker) = unanswered(Duration::from_secs(30), None);
+        let waiting = tokio::spawn({
+            let publisher = publisher.clone();
+            async move { publisher.publish("votes", b"k", b"v", &[]).await }
+        });
+        wait_until_queued(&publisher).await;
+        publisher.current().purge(PurgeConfig::default().queue().inflight());
+        let outcome = tokio::time::timeout(Duration::from_secs(5), waiting).await.expect("the purge is reported").unwrap();
+        assert!(matches!(outcome, Err(PublishError::Unavailable(_))), "{outcome:?}");
+    }
+
+    #[test]
+    fn a_caller_deadline_must_cover_a_whole_publish() {
+        let timeout = Duration::from_secs(5);
+        assert!(check_caller_deadline("request timeout", Duration::from_secs(10), timeout).is_ok());
+        let error = check_caller_deadline("request timeout", Duration::from_secs(5), timeout).unwrap_err();
+        assert!(error.to_string().contains("request timeout"), "{error}");
+        assert!(check_caller_deadline("request timeout", timeout + DELIVERY_REPORT_GRACE, timeout).is_err());
+    }
 }
