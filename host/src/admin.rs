@@ -152,26 +152,27 @@ async fn stage(State(admin): State<Admin>, body: Bytes) -> Response {
     }
 }
 
-/// The signed order in a request body, for `action` (`deploy` or `rollback`); anything else is
-/// an unsigned deploy, refused and counted.
+/// The signed order in a request body, for `action` (`deploy` or `rollback`), checked before
+/// anything else is looked at; anything else is an unsigned order, refused and counted.
 fn order(fleet: &Fleet, body: &[u8], action: &str) -> Result<SignedOrder, FleetError> {
     let signed: SignedOrder = serde_json::from_slice(body).map_err(|_| fleet.refuse(Refusal::Unsigned))?;
     let matches = matches!((&signed.order.action, action), (Action::Deploy { .. }, "deploy") | (Action::Rollback, "rollback"));
     if !matches {
         return Err(fleet.refuse(Refusal::Malformed(format!("this endpoint takes a signed {action} order"))));
     }
+    fleet.authorize(&signed)?;
     Ok(signed)
 }
 
 async fn rollback(State(admin): State<Admin>, body: Bytes) -> Response {
     if let Some(fleet) = &admin.fleet {
-        if admin.registry.list().len() < 2 {
-            return error(StatusCode::CONFLICT, "nothing to roll back to");
-        }
         let signed = match order(fleet, &body, "rollback") {
             Ok(signed) => signed,
             Err(refused) => return fleet_unavailable(&refused),
         };
+        if admin.registry.list().len() < 2 {
+            return error(StatusCode::CONFLICT, "nothing to roll back to");
+        }
         return match fleet.order(signed).await {
             Ok(()) => {
                 admin.metrics.swaps.with_label_values(&["rollback", "ok"]).inc();

@@ -260,10 +260,7 @@ impl Fleet {
     /// Checks a signed order (signature, the signer's clock, and for a deploy that this host
     /// staged the very component it names), publishes it and waits until this host applied it.
     pub async fn order(&self, signed: SignedOrder) -> Result<(), FleetError> {
-        let checked = Guard::new(self.settings.deploy_key.clone()).verify(&signed).and_then(|()| deploy_signing::guard::check_clock(&signed));
-        if let Err(refusal) = checked {
-            return Err(self.refuse(refusal));
-        }
+        self.authorize(&signed)?;
         if let Action::Deploy { digest, version, size } = &signed.order.action {
             let staged = self.shared.compiled.lock().expect("fleet lock").get(digest).and_then(|cell| cell.get().cloned());
             let staged = staged.ok_or_else(|| FleetError::NotStaged(digest.clone()))?;
@@ -272,6 +269,13 @@ impl Fleet {
             }
         }
         self.publish_event(signed).await
+    }
+
+    /// The admin side's checks of an order: the fleet's key signed it, on a clock within 5 minutes
+    /// of this host's.
+    pub fn authorize(&self, signed: &SignedOrder) -> Result<(), FleetError> {
+        let checked = Guard::new(self.settings.deploy_key.clone()).verify(signed).and_then(|()| deploy_signing::guard::check_clock(signed));
+        checked.map_err(|refusal| self.refuse(refusal))
     }
 
     /// Counts a refused order taken by the admin API and says why.
