@@ -232,7 +232,8 @@ async fn the_bridge_needs_its_token_and_publishes_nothing_of_an_oversized_reques
     let stack = TestStack::start_parts(&[vote_stack::Part::Kafka]).await;
     vote_kafka::ensure_topic(&stack.config.brokers(), TOPIC, 1).await.expect("creating the test topic");
     let bridge = stack.start_bridge(free_port(), &["--allowed-topic", TOPIC]).await;
-    let http = reqwest::Client::new();
+    // A connection per request: the bridge closes one whose body it refused unread.
+    let http = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
     let b64 = |bytes: &[u8]| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, bytes);
     let list = |records: Vec<serde_json::Value>| serde_json::json!({ "records": records }).to_string();
     let small = || serde_json::json!({ "key": b64(b"small"), "value": b64(b"x") });
