@@ -9,7 +9,11 @@
 //! - `GET /components/history`: the fleet's deploys and rollbacks (with a fleet topic only).
 //!
 //! With a fleet topic ([`crate::fleet`]) a deploy or rollback is published for every host and
-//! answered once this host applied it; without one it changes this host only.
+//! answered once this host applied it; without one it changes this host only. A fleet deploy is
+//! signed ([`deploy_signing`]): `POST /components/stage` with the bytes publishes and checks them
+//! and answers their digest, size and version; `POST /components` with the signed order (JSON)
+//! naming them makes the fleet serve them; `POST /components/rollback` takes a signed rollback.
+//! An unsigned or badly signed order, or one signed on a clock more than 5 minutes off, gets 403.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +25,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use tokio::sync::Semaphore;
+
+use deploy_signing::{Action, Refusal, SignedOrder};
 
 use crate::fleet::{Fleet, FleetError};
 use crate::registry::{DeployError, Registry};
@@ -56,6 +62,7 @@ pub fn router(
     Router::new()
         .route("/components", get(list).post(deploy))
         .route("/components/history", get(history))
+        .route("/components/stage", post(stage))
         .route("/components/rollback", post(rollback))
         .layer(DefaultBodyLimit::max(MAX_COMPONENT_BYTES))
         .route_layer(middleware::from_fn_with_state(admin.clone(), authorize))
@@ -95,7 +102,10 @@ async fn deploy(State(admin): State<Admin>, body: Bytes) -> Response {
         match &admin.fleet {
             Some(fleet) => {
                 let _permit = permit;
-                fleet.deploy(&admin.runtime, body.to_vec()).await.map(|()| admin.registry.list().swap_remove(0))
+                match order(fleet, &body, "deploy") {
+                    Ok(signed) => fleet.order(signed).await.map(|()| admin.registry.list().swap_remove(0)),
+                    Err(refused) => Err(refused),
+                }
             }
             None => Registry::load(&admin.runtime, body.to_vec(), permit).await.map(|loaded| admin.registry.deploy(loaded)).map_err(FleetError::Refused),
         }
@@ -123,12 +133,47 @@ async fn deploy(State(admin): State<Admin>, body: Bytes) -> Response {
     }
 }
 
-async fn rollback(State(admin): State<Admin>) -> Response {
+/// `POST /components/stage`: publishes and checks a component's bytes for a signed deploy.
+async fn stage(State(admin): State<Admin>, body: Bytes) -> Response {
+    let Some(fleet) = &admin.fleet else {
+        return error(StatusCode::NOT_FOUND, "this host follows no fleet topic: POST the component to /components to deploy it here");
+    };
+    let Ok(_permit) = admin.deploying.clone().try_acquire_owned() else {
+        return error(StatusCode::CONFLICT, "another deploy is in progress; try again when it has finished");
+    };
+    match tokio::time::timeout(admin.deploy_timeout, fleet.stage(&admin.runtime, body.to_vec())).await {
+        Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "compiling and checking the component took longer than the deploy timeout"),
+        Ok(Ok(loaded)) => Json(serde_json::json!({ "digest": loaded.digest, "version": loaded.version, "size": loaded.size })).into_response(),
+        Ok(Err(FleetError::Refused(refused))) => {
+            admin.metrics.swaps.with_label_values(&["deploy", "refused"]).inc();
+            error(StatusCode::UNPROCESSABLE_ENTITY, &refused.to_string())
+        }
+        Ok(Err(failed)) => fleet_unavailable(&failed),
+    }
+}
+
+/// The signed order in a request body, for `action` (`deploy` or `rollback`), checked before
+/// anything else is looked at; anything else is an unsigned order, refused and counted.
+fn order(fleet: &Fleet, body: &[u8], action: &str) -> Result<SignedOrder, FleetError> {
+    let signed: SignedOrder = serde_json::from_slice(body).map_err(|_| fleet.refuse(Refusal::Unsigned))?;
+    let matches = matches!((&signed.order.action, action), (Action::Deploy { .. }, "deploy") | (Action::Rollback, "rollback"));
+    if !matches {
+        return Err(fleet.refuse(Refusal::Malformed(format!("this endpoint takes a signed {action} order"))));
+    }
+    fleet.authorize(&signed)?;
+    Ok(signed)
+}
+
+async fn rollback(State(admin): State<Admin>, body: Bytes) -> Response {
     if let Some(fleet) = &admin.fleet {
+        let signed = match order(fleet, &body, "rollback") {
+            Ok(signed) => signed,
+            Err(refused) => return fleet_unavailable(&refused),
+        };
         if admin.registry.list().len() < 2 {
             return error(StatusCode::CONFLICT, "nothing to roll back to");
         }
-        return match fleet.rollback().await {
+        return match fleet.order(signed).await {
             Ok(()) => {
                 admin.metrics.swaps.with_label_values(&["rollback", "ok"]).inc();
                 Json(admin.registry.list().swap_remove(0)).into_response()
@@ -154,6 +199,11 @@ async fn history(State(admin): State<Admin>) -> Response {
 }
 
 fn fleet_unavailable(failed: &FleetError) -> Response {
+    match failed {
+        FleetError::Unauthorized(_) => return error(StatusCode::FORBIDDEN, &failed.to_string()),
+        FleetError::NotStaged(_) | FleetError::Mismatch { .. } => return error(StatusCode::UNPROCESSABLE_ENTITY, &failed.to_string()),
+        _ => {}
+    }
     tracing::warn!(error = %failed, "fleet deploy or rollback failed");
     let mut response = error(StatusCode::SERVICE_UNAVAILABLE, &failed.to_string());
     response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));

@@ -6,16 +6,20 @@
 //! - `chunk/<digest>/<index>/<count>`: a piece of a component's bytes, at most [`CHUNK_BYTES`]
 //!   (under any broker's default message size); compaction keeps one copy per digest and piece.
 //! - `event/<unix ms>/<origin>/<nonce>`: an [`Event`] (JSON), a deploy naming a digest or a
-//!   rollback. Every event key is new, so compaction keeps them all: the fleet's audit trail.
+//!   rollback, signed by the fleet's deploy key ([`deploy_signing`]). Every event key is new, so
+//!   compaction keeps them all: the fleet's audit trail.
 //!
-//! Each host folds the events into the same [`Plan`] (serving, previous) and swaps its
-//! [`Registry`] to match. A component is compiled once per host, as soon as its pieces arrive, so
+//! Each host folds the events it admits (signed by the key it holds, nonce never seen, not older
+//! than the last one applied; anything else is counted in `host_deploy_refusals_total` and
+//! skipped) into the same [`Plan`] (serving, previous) and swaps its [`Registry`] to match. A
+//! deploy is two steps on the admin API: the bytes are staged (published in pieces and checked),
+//! then a signed order names their digest. A component is compiled once per host, as soon as its pieces arrive, so
 //! the fleet compiles while the host that took the deploy checks it. A host started with no
 //! fleet topic is not affected.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
@@ -24,8 +28,13 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, OnceCell};
 
+use deploy_signing::{Guard, PublicKey, Refusal, SignedOrder};
+
+use crate::deploy_auth::{Refusals, Source};
 use crate::registry::{DeployError, Loaded, Registry};
 use crate::runtime::Runtime;
+
+pub use deploy_signing::Action;
 
 /// The largest piece of a component in one record.
 pub const CHUNK_BYTES: usize = 512 * 1024;
@@ -35,23 +44,16 @@ pub const APPLY_TIMEOUT: Duration = Duration::from_secs(30);
 pub const REPLAY_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long the broker may take to answer a metadata or watermark request.
 const BROKER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How many refused events the admin API can still ask about (the newest).
+const KEPT_REFUSALS: usize = 1024;
+/// The pause between two attempts to reach Kafka and the fleet topic at start.
+const START_RETRY: Duration = Duration::from_secs(2);
 
-/// What an event asks of the fleet.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "action", rename_all = "lowercase")]
-pub enum Action {
-    /// Serve the component with this digest; the serving one becomes the rollback target.
-    Deploy { digest: String, version: String, size: usize },
-    /// Swap the previous component back in.
-    Rollback,
-}
-
-/// One record of the fleet's history.
+/// One record of the fleet's history: a signed order and the host that published it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Event {
     #[serde(flatten)]
-    pub action: Action,
-    pub at_unix_ms: u64,
+    pub signed: SignedOrder,
     /// The host whose admin API took the request.
     pub origin: String,
 }
@@ -126,6 +128,14 @@ pub enum FleetError {
     ReplayTimeout(Duration),
     #[error("published at offset {0}, but this host had not applied it after {APPLY_TIMEOUT:?}")]
     NotApplied(i64),
+    #[error("{0}")]
+    Unauthorized(Refusal),
+    #[error("component {0} is not staged on this host: POST its bytes to /components/stage first (votectl component deploy does both)")]
+    NotStaged(String),
+    #[error("the order names {ordered} but the staged component is {staged}")]
+    Mismatch { ordered: String, staged: String },
+    #[error("Kafka or the fleet topic was not there within {after:?}: {last}")]
+    StartTimeout { after: Duration, last: Box<FleetError> },
 }
 
 /// Where the fleet topic is and who this host is.
@@ -137,6 +147,10 @@ pub struct FleetSettings {
     pub create_topic: bool,
     /// This host's name in the events it publishes.
     pub origin: String,
+    /// The fleet's deploy public key: only orders it verifies are applied.
+    pub deploy_key: PublicKey,
+    /// How long start-up retries reaching Kafka and the fleet topic.
+    pub start_timeout: Duration,
 }
 
 /// What the follower and the admin API share.
@@ -147,6 +161,8 @@ struct Shared {
     compiled: Mutex<HashMap<String, Arc<OnceCell<Arc<Loaded>>>>>,
     /// The offset of the next record to read: everything before it is applied.
     next_offset: watch::Sender<i64>,
+    /// Events this host refused, by offset (so the admin API can say why).
+    refused: Mutex<HashMap<i64, Refusal>>,
 }
 
 impl Shared {
@@ -174,28 +190,32 @@ pub struct Fleet {
     settings: FleetSettings,
     publisher: vote_kafka::Publisher,
     shared: Arc<Shared>,
+    refusals: Refusals,
 }
 
 impl Fleet {
     /// Replays the topic, makes `registry` serve what the fleet serves, then keeps following the
     /// topic in the background. Returns once this host has caught up.
-    pub async fn start(settings: FleetSettings, runtime: Arc<Runtime>, registry: Arc<Registry>) -> Result<Self, FleetError> {
-        ensure_topic(&settings).await?;
+    pub async fn start(settings: FleetSettings, runtime: Arc<Runtime>, registry: Arc<Registry>, refusals: Refusals) -> Result<Self, FleetError> {
+        let (consumer, end) = connect_until(&settings).await?;
         let mut publisher_settings = vote_kafka::PublisherSettings::new(settings.brokers.clone(), "votes-host-fleet");
         publisher_settings.timeout = BROKER_TIMEOUT;
         let publisher = vote_kafka::Publisher::new(&publisher_settings).map_err(|e| FleetError::Setup(e.to_string()))?;
-        let shared = Arc::new(Shared { history: Mutex::default(), compiled: Mutex::default(), next_offset: watch::Sender::new(0) });
-
-        let mut consumer_config = vote_kafka::consumer_config(&settings.brokers, &format!("votes-host-fleet-{}", settings.origin));
-        consumer_config.set("fetch.wait.max.ms", "100").set("enable.partition.eof", "false");
-        let consumer: StreamConsumer = consumer_config.create()?;
-        let mut assignment = TopicPartitionList::new();
-        assignment.add_partition_offset(&settings.topic, 0, Offset::Beginning)?;
-        consumer.assign(&assignment)?;
-        let (_, end) = tokio::task::block_in_place(|| consumer.fetch_watermarks(&settings.topic, 0, BROKER_TIMEOUT))?;
+        let shared = Arc::new(Shared { history: Mutex::default(), compiled: Mutex::default(), next_offset: watch::Sender::new(0), refused: Mutex::default() });
 
         let initial = registry.current();
-        let mut follower = Follower { runtime, registry, initial, plan: Plan::default(), pieces: HashMap::new(), shared: shared.clone(), precompile: false };
+        let guard = Guard::new(settings.deploy_key.clone());
+        let mut follower = Follower {
+            runtime,
+            registry,
+            initial,
+            plan: Plan::default(),
+            pieces: HashMap::new(),
+            shared: shared.clone(),
+            precompile: false,
+            guard,
+            refusals: refusals.clone(),
+        };
         let started = Instant::now();
         let mut next = 0;
         while next < end {
@@ -210,13 +230,13 @@ impl Fleet {
         tracing::info!(topic = %settings.topic, records = end, plan = ?follower.plan, after = ?started.elapsed(), "fleet topic replayed");
         follower.precompile = true;
         tokio::spawn(follower.follow(consumer));
-        Ok(Self { settings, publisher, shared })
+        Ok(Self { settings, publisher, shared, refusals })
     }
 
-    /// Publishes `bytes`, checks them here meanwhile (every host starts compiling them as soon as
-    /// they arrive), then publishes the deploy event and waits until this host serves it. A
-    /// component this host refuses gets no event, and its pieces are emptied on the topic.
-    pub async fn deploy(&self, runtime: &Arc<Runtime>, bytes: Vec<u8>) -> Result<(), FleetError> {
+    /// Publishes `bytes` and checks them here meanwhile (every host starts compiling them as soon
+    /// as they arrive); a signed deploy order naming their digest then makes the fleet serve them
+    /// ([`Fleet::order`]). A component this host refuses has its pieces emptied on the topic.
+    pub async fn stage(&self, runtime: &Arc<Runtime>, bytes: Vec<u8>) -> Result<Arc<Loaded>, FleetError> {
         if bytes.is_empty() {
             return Err(DeployError::NotAComponent("the body is empty".into()).into());
         }
@@ -226,21 +246,42 @@ impl Fleet {
         for (key, chunk) in keys.iter().zip(bytes.chunks(CHUNK_BYTES)) {
             self.publisher.publish(&self.settings.topic, key.as_bytes(), chunk, &[]).await?;
         }
-        let loaded = match compile(runtime, &self.shared.cell(&digest), &digest, bytes).await {
-            Ok(loaded) => loaded,
+        match compile(runtime, &self.shared.cell(&digest), &digest, bytes).await {
+            Ok(loaded) => Ok(loaded),
             Err(refused) => {
                 for key in &keys {
                     self.publisher.publish(&self.settings.topic, key.as_bytes(), &[], &[]).await?;
                 }
-                return Err(refused.into());
+                Err(refused.into())
             }
-        };
-        self.publish_event(Action::Deploy { digest, version: loaded.version.clone(), size: loaded.size }).await
+        }
     }
 
-    /// Publishes a rollback event and waits until this host applied it.
-    pub async fn rollback(&self) -> Result<(), FleetError> {
-        self.publish_event(Action::Rollback).await
+    /// Checks a signed order (signature, the signer's clock, and for a deploy that this host
+    /// staged the very component it names), publishes it and waits until this host applied it.
+    pub async fn order(&self, signed: SignedOrder) -> Result<(), FleetError> {
+        self.authorize(&signed)?;
+        if let Action::Deploy { digest, version, size } = &signed.order.action {
+            let staged = self.shared.compiled.lock().expect("fleet lock").get(digest).and_then(|cell| cell.get().cloned());
+            let staged = staged.ok_or_else(|| FleetError::NotStaged(digest.clone()))?;
+            if (&staged.version, staged.size) != (version, *size) {
+                return Err(FleetError::Mismatch { ordered: format!("{version} ({size} bytes)"), staged: format!("{} ({} bytes)", staged.version, staged.size) });
+            }
+        }
+        self.publish_event(signed).await
+    }
+
+    /// The admin side's checks of an order: the fleet's key signed it, on a clock within 5 minutes
+    /// of this host's.
+    pub fn authorize(&self, signed: &SignedOrder) -> Result<(), FleetError> {
+        let checked = Guard::new(self.settings.deploy_key.clone()).verify(signed).and_then(|()| deploy_signing::guard::check_clock(signed));
+        checked.map_err(|refusal| self.refuse(refusal))
+    }
+
+    /// Counts a refused order taken by the admin API and says why.
+    pub fn refuse(&self, refusal: Refusal) -> FleetError {
+        self.refusals.count(Source::Admin, &refusal);
+        FleetError::Unauthorized(refusal)
     }
 
     /// Every event read so far, oldest first.
@@ -248,10 +289,9 @@ impl Fleet {
         self.shared.history.lock().expect("fleet lock").clone()
     }
 
-    async fn publish_event(&self, action: Action) -> Result<(), FleetError> {
-        let at = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-        let event = Event { action, at_unix_ms: at.as_millis() as u64, origin: self.settings.origin.clone() };
-        let key = format!("event/{}/{}/{}", event.at_unix_ms, event.origin, at.subsec_nanos());
+    async fn publish_event(&self, signed: SignedOrder) -> Result<(), FleetError> {
+        let event = Event { signed, origin: self.settings.origin.clone() };
+        let key = format!("event/{}/{}/{}", event.signed.order.at_unix_ms, event.origin, event.signed.order.nonce);
         let payload = serde_json::to_vec(&event).expect("an event serializes");
         let ack = self.publisher.publish(&self.settings.topic, key.as_bytes(), &payload, &[]).await?;
         let mut next_offset = self.shared.next_offset.subscribe();
@@ -259,8 +299,43 @@ impl Fleet {
             .await
             .map_err(|_| FleetError::NotApplied(ack.offset))?
             .map_err(|_| FleetError::NotApplied(ack.offset))?;
-        Ok(())
+        match self.shared.refused.lock().expect("fleet lock").remove(&ack.offset) {
+            Some(refusal) => Err(FleetError::Unauthorized(refusal)),
+            None => Ok(()),
+        }
     }
+}
+
+/// Reaches Kafka and the fleet topic, retrying until the start timeout (Kafka and its topics may
+/// come up after the hosts, as under Strimzi), logging each failed attempt.
+async fn connect_until(settings: &FleetSettings) -> Result<(StreamConsumer, i64), FleetError> {
+    let started = Instant::now();
+    let mut attempt = 1u32;
+    loop {
+        match connect(settings).await {
+            Ok(connected) => return Ok(connected),
+            Err(error) if started.elapsed() + START_RETRY < settings.start_timeout => {
+                tracing::warn!(%error, attempt, waited = ?started.elapsed(), timeout = ?settings.start_timeout, "waiting for Kafka and the fleet topic");
+            }
+            Err(error) => return Err(FleetError::StartTimeout { after: started.elapsed(), last: Box::new(error) }),
+        }
+        attempt += 1;
+        tokio::time::sleep(START_RETRY).await;
+    }
+}
+
+/// One attempt: the topic exists (or is created), a consumer is assigned to it from the start,
+/// and the end offset to replay up to is known.
+async fn connect(settings: &FleetSettings) -> Result<(StreamConsumer, i64), FleetError> {
+    ensure_topic(settings).await?;
+    let mut consumer_config = vote_kafka::consumer_config(&settings.brokers, &format!("votes-host-fleet-{}", settings.origin));
+    consumer_config.set("fetch.wait.max.ms", "100").set("enable.partition.eof", "false");
+    let consumer: StreamConsumer = consumer_config.create()?;
+    let mut assignment = TopicPartitionList::new();
+    assignment.add_partition_offset(&settings.topic, 0, Offset::Beginning)?;
+    consumer.assign(&assignment)?;
+    let (_, end) = tokio::task::block_in_place(|| consumer.fetch_watermarks(&settings.topic, 0, BROKER_TIMEOUT))?;
+    Ok((consumer, end))
 }
 
 /// Creates the topic when asked to, or says it is missing.
@@ -294,6 +369,9 @@ struct Follower {
     shared: Arc<Shared>,
     /// Compile a component as soon as its pieces are complete (live, not while replaying).
     precompile: bool,
+    /// What this host admitted so far: only signed, fresh orders are applied.
+    guard: Guard,
+    refusals: Refusals,
 }
 
 impl Follower {
@@ -329,15 +407,25 @@ impl Follower {
             tracing::warn!(%key, offset = message.offset(), "ignoring a record of unknown kind on the fleet topic");
             return false;
         }
-        let event: Event = match serde_json::from_slice(payload) {
+        let admitted = serde_json::from_slice::<Event>(payload)
+            .map_err(|error| Refusal::Malformed(error.to_string()))
+            .and_then(|event| self.guard.admit(&event.signed).map(|()| event));
+        let event = match admitted {
             Ok(event) => event,
-            Err(error) => {
-                tracing::warn!(%key, %error, "ignoring an unreadable fleet event");
+            Err(refusal) => {
+                tracing::warn!(%key, offset = message.offset(), "skipping a fleet event");
+                self.refusals.count(Source::Topic, &refusal);
+                let mut refused = self.shared.refused.lock().expect("fleet lock");
+                refused.insert(message.offset(), refusal);
+                if refused.len() > KEPT_REFUSALS {
+                    // Only a deploy being answered right now reads these: keep the newest.
+                    refused.retain(|offset, _| *offset > message.offset() - KEPT_REFUSALS as i64);
+                }
                 return false;
             }
         };
-        let applied = self.plan.apply(&event.action);
-        tracing::info!(offset = message.offset(), action = ?event.action, origin = %event.origin, applied, "fleet event");
+        let applied = self.plan.apply(&event.signed.order.action);
+        tracing::info!(offset = message.offset(), action = ?event.signed.order.action, origin = %event.origin, applied, "fleet event");
         self.shared.history.lock().expect("fleet lock").push(Entry { offset: message.offset(), applied, event });
         applied
     }
@@ -437,13 +525,15 @@ mod tests {
 
     #[test]
     fn events_read_back_as_written() {
-        let event = Event { action: deploy("sha256:ab"), at_unix_ms: 7, origin: "host-0".into() };
+        let key = deploy_signing::SecretKey::generate().unwrap();
+        let signed = deploy_signing::Order::new(deploy("sha256:ab")).unwrap().sign(&key);
+        let event = Event { signed, origin: "host-0".into() };
         let json = serde_json::to_value(&event).unwrap();
-        assert_eq!(json["action"], "deploy");
-        assert_eq!(json["digest"], "sha256:ab");
+        assert_eq!((json["action"].as_str(), json["digest"].as_str(), json["origin"].as_str()), (Some("deploy"), Some("sha256:ab"), Some("host-0")));
         let back: Event = serde_json::from_value(json).unwrap();
-        assert_eq!(back.action, event.action);
-        let rollback: Event = serde_json::from_str(r#"{"action":"rollback","at_unix_ms":1,"origin":"h"}"#).unwrap();
-        assert_eq!(rollback.action, Action::Rollback);
+        assert_eq!(back.signed, event.signed);
+        assert!(back.signed.signed_by(&key.public()));
+        let unsigned: Event = serde_json::from_str(r#"{"action":"rollback","at_unix_ms":1,"nonce":"n","origin":"h"}"#).unwrap();
+        assert_eq!((unsigned.signed.order.action, unsigned.signed.signature.as_str()), (Action::Rollback, ""));
     }
 }

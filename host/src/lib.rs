@@ -18,9 +18,11 @@
 //! [`admin`] serves the loopback admin API (bearer token) that deploys, lists and rolls back
 //! components; a new one is compiled and checked off the request path, then swapped in
 //! atomically while requests in flight finish on the version they started with. With a fleet
-//! topic, [`fleet`] carries deploys and rollbacks to every host through Kafka.
+//! topic, [`fleet`] carries deploys and rollbacks to every host through Kafka, signed by the fleet's
+//! deploy key and checked by [`deploy_auth`] on every host.
 
 pub mod admin;
+pub mod deploy_auth;
 pub mod fleet;
 pub mod metrics;
 pub mod native;

@@ -109,6 +109,8 @@ struct Args {
     /// `native`). The component is still loaded but never called; no admin API, no fleet.
     #[arg(long, env = "VOTES_HOST_NATIVE", conflicts_with = "fleet_topic")]
     native: bool,
+    #[command(flatten)]
+    fleet_keys: host::deploy_auth::FleetKeyArgs,
     /// Check the flags and environment, print the effective configuration and exit (touches no
     /// network and no file).
     #[arg(long)]
@@ -169,13 +171,13 @@ fn origin() -> String {
 }
 
 fn admin_token(args: &Args) -> anyhow::Result<Option<String>> {
-    if let Some(token) = &args.admin_token {
-        return Ok(Some(token.clone()));
-    }
-    match &args.admin_token_file {
-        Some(path) => Ok(Some(std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?.trim().to_owned())),
-        None => Ok(None),
-    }
+    let token = match (&args.admin_token, &args.admin_token_file) {
+        (Some(token), _) => token.trim().to_owned(),
+        (None, Some(path)) => std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?.trim().to_owned(),
+        (None, None) => return Ok(None),
+    };
+    anyhow::ensure!(!token.is_empty(), "the admin token (--admin-token, --admin-token-file or VOTES_ADMIN_TOKEN[_FILE]) is empty: anyone could call the admin API; write a random token to the file (`votectl up` does) or leave both unset to turn the admin API off");
+    Ok(Some(token))
 }
 
 #[tokio::main]
@@ -184,6 +186,8 @@ async fn main() -> anyhow::Result<()> {
     let (args, matches) = config_check::parse::<Args>();
     config_check::finish::<Args>(args.check_config, &matches, args.problems())?;
     let serve_limits = args.serve_limits()?;
+    let token = if args.native { None } else { admin_token(&args)? };
+    let deploy_key = args.fleet_topic.as_ref().map(|_| args.fleet_keys.required_key()).transpose()?;
     let shutdown = vote_service::Shutdown::on_signals();
     let mut settings = PublisherSettings::new(args.brokers.clone(), "votes-host");
     settings.timeout = Duration::from_millis(args.publish_timeout_ms);
@@ -201,17 +205,24 @@ async fn main() -> anyhow::Result<()> {
     let first = Registry::load(&runtime, bytes, ()).await.with_context(|| format!("loading {}", args.component.display()))?;
     tracing::info!(version = %first.version, "component loaded");
     let registry = Arc::new(Registry::new(first, metrics.clone()));
+    let refusals = host::deploy_auth::Refusals::register(&metrics.registry);
     let fleet = match &args.fleet_topic {
         Some(topic) => {
-            let settings = FleetSettings { brokers: args.brokers.clone(), topic: topic.clone(), create_topic: args.fleet_create_topic, origin: origin() };
-            let fleet = Fleet::start(settings, runtime.clone(), registry.clone()).await.context("following the fleet topic")?;
+            let settings = FleetSettings {
+                brokers: args.brokers.clone(),
+                topic: topic.clone(),
+                create_topic: args.fleet_create_topic,
+                origin: origin(),
+                deploy_key: deploy_key.clone().expect("a fleet host has its deploy key"),
+                start_timeout: args.fleet_keys.fleet_start_timeout(),
+            };
+            let fleet = Fleet::start(settings, runtime.clone(), registry.clone(), refusals).await.context("following the fleet topic")?;
             tracing::info!(%topic, version = %registry.current().version, "following the fleet topic");
             Some(Arc::new(fleet))
         }
         None => None,
     };
 
-    let token = if args.native { None } else { admin_token(&args)? };
     if let Some(token) = token {
         let router = host::admin::router(runtime.clone(), registry.clone(), metrics.clone(), token, Duration::from_millis(args.deploy_timeout_ms), fleet);
         let bound = vote_service::spawn_http(args.admin_addr, router, shutdown.clone()).await?;

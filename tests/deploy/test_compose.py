@@ -70,6 +70,7 @@ def test_every_start_condition_has_a_health_check(compose):
 def test_admin_api_is_not_published(compose):
     host = compose["services"]["host"]
     env = deploylib.compose_env(host)
+    assert "VOTES_DEPLOY_PUBLIC_KEY" in env, "the fleet hosts need the deploy public key"
     assert env["VOTES_HOST_ADMIN_ADDR"].startswith("127.0.0.1:")
     admin_port = env["VOTES_HOST_ADMIN_ADDR"].rsplit(":", 1)[1]
     for service in compose["services"].values():

@@ -62,6 +62,11 @@ def test_producers_are_probed_sized_and_autoscaled(name):
     assert env["VOTES_HOST_FLEET_TOPIC"] == "votes.components"
     mounted = {v["secret"]["secretName"] for v in by_kind(docs, "Deployment")["votes-host"]["spec"]["template"]["spec"]["volumes"] if "secret" in v}
     assert any(s.startswith("votes-admin-token") for s in mounted), "the admin token comes from a Secret"
+    key_maps = {v["configMap"]["name"] for v in by_kind(docs, "Deployment")["votes-host"]["spec"]["template"]["spec"]["volumes"] if "configMap" in v}
+    assert env["VOTES_DEPLOY_PUBLIC_KEY_FILE"].endswith("/deploy-key.pub") and any(m.startswith("votes-deploy-public-key") for m in key_maps), "fleet hosts hold the deploy public key"
+    start_timeout_s = int(env["VOTES_HOST_FLEET_START_TIMEOUT_MS"]) / 1000
+    probe = host["startupProbe"]
+    assert probe["periodSeconds"] * probe["failureThreshold"] > start_timeout_s, "the startup probe outlasts the wait for Kafka"
 
 
 @pytest.mark.parametrize("name", ["dev", "prod"])

@@ -35,6 +35,18 @@ def test_spinkube_renders_its_kinds_in_the_votes_namespace(spin_docs):
     assert all(doc["metadata"].get("namespace") == "votes" for doc in spin_docs)
 
 
+def test_only_the_spinapp_reaches_the_bridge(spin_docs):
+    """Whoever reaches the Strimzi bridge publishes to Kafka: its NetworkPolicy selects the
+    bridge's pods and admits only the SpinApp's, on the bridge's HTTP port."""
+    bridge, app, policy = only(spin_docs, "KafkaBridge"), only(spin_docs, "SpinApp"), only(spin_docs, "NetworkPolicy")
+    assert matches(policy["spec"]["podSelector"], bridge["spec"]["template"]["pod"]["metadata"]["labels"]), "the policy selects the bridge's pods"
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    (rule,) = policy["spec"]["ingress"]
+    assert [p["port"] for p in rule["ports"]] == [bridge["spec"]["http"]["port"]]
+    (peer,) = rule["from"]
+    assert set(peer) == {"podSelector"} and matches(peer["podSelector"], app["spec"]["podLabels"]), "only the SpinApp's pods are admitted"
+
+
 def test_spinkube_validates(spin_docs, crds):
     assert validate_builtins(spin_docs, "spinkube") >= 1
     validate_custom(spin_docs, "spinkube", crds)

@@ -6,6 +6,8 @@ use crate::wasi::http::types::Scheme;
 
 /// The bridge's base URL, e.g. `http://127.0.0.1:8085` (required).
 pub const BRIDGE_URL_VAR: &str = "VOTES_KAFKA_BRIDGE_URL";
+/// The bearer token our `kafka-bridge` requires (optional: Strimzi's bridge takes none).
+pub const TOKEN_VAR: &str = "VOTES_KAFKA_BRIDGE_TOKEN";
 /// How long to wait for the bridge's answer once the request is sent, in ms (optional).
 pub const TIMEOUT_VAR: &str = "VOTES_KAFKA_BRIDGE_TIMEOUT_MS";
 /// The default wait for an answer: longer than the bridge's own publish timeout (5 s), so a
@@ -24,6 +26,8 @@ pub struct Settings {
     pub base_path: String,
     pub connect_timeout_ms: u64,
     pub answer_timeout_ms: u64,
+    /// Sent as `Authorization: Bearer <token>` when set.
+    pub token: Option<String>,
 }
 
 impl Settings {
@@ -39,7 +43,8 @@ impl Settings {
             Some(text) => text.parse().map_err(|_| format!("{TIMEOUT_VAR} must be a number of milliseconds, not {text:?}"))?,
         };
         let (scheme, authority, base_path) = parse_url(&url)?;
-        Ok(Self { scheme, authority, base_path, connect_timeout_ms: CONNECT_TIMEOUT_MS, answer_timeout_ms })
+        let token = var(TOKEN_VAR).filter(|token| !token.is_empty());
+        Ok(Self { scheme, authority, base_path, connect_timeout_ms: CONNECT_TIMEOUT_MS, answer_timeout_ms, token })
     }
 }
 

@@ -21,11 +21,15 @@ pub struct Reply {
 
 /// `POST {base}{path}` with a record list; returns the status and body, or why there is none.
 pub fn post(settings: &Settings, path: &str, body: &[u8]) -> Result<Reply, Failure> {
-    let headers = Fields::from_list(&[
+    let mut fields = vec![
         ("content-type".to_owned(), RECORDS_CONTENT_TYPE.as_bytes().to_vec()),
         ("accept".to_owned(), REPLY_CONTENT_TYPE.as_bytes().to_vec()),
         ("content-length".to_owned(), body.len().to_string().into_bytes()),
-    ])
+    ];
+    if let Some(token) = &settings.token {
+        fields.push(("authorization".to_owned(), format!("Bearer {token}").into_bytes()));
+    }
+    let headers = Fields::from_list(&fields)
     .map_err(|error| Failure::Refused(format!("invalid request headers: {error:?}")))?;
     let request = OutgoingRequest::new(headers);
     let target = format!("{}{path}", settings.base_path);

@@ -4,8 +4,10 @@
 //!
 //! - [`grafana`]: the dashboards and data sources of `grafana/`, and their checks.
 //! - [`exposition`]: the Prometheus text format of `/metrics` pages.
+//! - [`fleet`]: hosts that follow the fleet topic, and signed deploys to them.
 
 pub mod exposition;
+pub mod fleet;
 pub mod grafana;
 
 use std::collections::HashMap;

@@ -16,6 +16,10 @@ pub const WASMTIME_VERSION: &str = "48.0.8";
 pub const COMPOSED: &str = "vote-rest-spin";
 /// The environment variable publisher-http reads the bridge's address from.
 pub const BRIDGE_URL_VAR: &str = "VOTES_KAFKA_BRIDGE_URL";
+/// The environment variable the bridge and publisher-http read the bridge's token from.
+pub const BRIDGE_TOKEN_VAR: &str = "VOTES_KAFKA_BRIDGE_TOKEN";
+/// The bridge's bearer token in the tests.
+pub const BRIDGE_TOKEN: &str = "e2e-bridge-token";
 
 /// A public schema from `../shared/schemas/` (or `$VOTES_SCHEMAS_DIR`), as JSON; `None`, said on
 /// stderr, when this clone has none beside it (the checks that need no schema still run).
@@ -71,25 +75,27 @@ pub fn wasmtime() -> PathBuf {
 }
 
 impl TestStack {
-    /// Starts `kafka-bridge` on `port` (a [`free_port`]), publishing to the stack's Kafka with
-    /// extra flags; returns its base URL once it serves.
+    /// Starts `kafka-bridge` on `port` (a [`free_port`]) with the token [`BRIDGE_TOKEN`],
+    /// publishing to the stack's Kafka with extra flags; returns its base URL once it serves.
     pub async fn start_bridge(&self, port: u16, extra_args: &[&str]) -> String {
         let program = self.config.bin_dir.join("kafka-bridge");
         assert!(program.is_file(), "{} is missing: build the binaries with `cargo build --workspace --bins` (`make test` does)", program.display());
         let launch = Launch::new("kafka-bridge", program)
             .args(extra_args)
             .env("VOTES_KAFKA_BROKERS", self.config.brokers())
+            .env(BRIDGE_TOKEN_VAR, BRIDGE_TOKEN)
             .env("VOTES_BRIDGE_ADDR", format!("127.0.0.1:{port}"));
         self.spawn_http_child(&launch, port, "/healthz").await
     }
 
-    /// Serves `component` with `wasmtime serve` on a free port, the bridge's URL in its
+    /// Serves `component` with `wasmtime serve` on a free port, the bridge's URL and token in its
     /// environment; returns the base URL once the component answers.
     pub async fn start_wasmtime_serve(&self, component: &Path, bridge_url: &str) -> String {
         let port = free_port();
         let launch = Launch::new("wasmtime-serve", wasmtime())
             .args(["serve", "-S", "cli", "--addr", &format!("127.0.0.1:{port}")])
             .args(["--env", &format!("{BRIDGE_URL_VAR}={bridge_url}")])
+            .args(["--env", &format!("{BRIDGE_TOKEN_VAR}={BRIDGE_TOKEN}")])
             .args([component.display().to_string()]);
         self.spawn_http_child(&launch, port, "/.well-known/component").await
     }

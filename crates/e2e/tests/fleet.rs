@@ -6,37 +6,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use e2e::{component, eventually, free_port, valid_votes, vote_json, TestStack, ADMIN_TOKEN};
+use e2e::fleet::signed_admin;
+use e2e::{component, eventually, valid_votes, vote_json, TestStack, ADMIN_TOKEN};
 use reqwest::Method;
 use vote_stack::{Part, StackConfig};
 
-const FLEET_TOPIC: &str = "votes.components";
 const VOTE_REST: &str = "vote-rest@0.1.0";
 const CONTEST: &str = "vote-rest-contest@0.1.0";
 /// Every host must serve a deploy or rollback this soon after it was sent.
 const FLEET_DEADLINE: Duration = Duration::from_secs(5);
 /// Requests in flight per host.
 const CONCURRENCY: usize = 4;
-
-/// Starts a host named `name` on ports of its own, serving `vote_rest` first and following the
-/// fleet topic; returns its configuration once it answers `/readyz`.
-async fn start_fleet_host(stack: &TestStack, name: &str) -> StackConfig {
-    let mut config = stack.config.clone();
-    config.host_port = free_port();
-    config.host_admin_port = free_port();
-    config.component = component("vote_rest");
-    let token = config.admin_token_path();
-    std::fs::create_dir_all(token.parent().unwrap()).unwrap();
-    std::fs::write(&token, ADMIN_TOKEN).unwrap();
-    let mut launch = config.launch(Part::Host).args(["--fleet-topic", FLEET_TOPIC, "--fleet-create-topic"]);
-    launch.name = name.to_owned();
-    stack.supervisor.spawn(&launch).expect("starting votes-host");
-    let ready = format!("{}/readyz", config.host_url());
-    eventually(Duration::from_secs(60), || async { vote_stack::probe::http_ok(&ready).await.is_ok() })
-        .await
-        .unwrap_or_else(|_| panic!("{name} did not become ready:\n{}", stack.supervisor.log_tail(name, 30)));
-    config
-}
 
 /// The version a host serves, from its `/readyz`.
 async fn serving(http: &reqwest::Client, host: &StackConfig) -> String {
@@ -90,7 +70,7 @@ async fn wait_fleet_serves(http: &reqwest::Client, hosts: &[StackConfig], versio
 #[tokio::test(flavor = "multi_thread")]
 async fn fleet_deploys_reach_every_host() {
     let stack = TestStack::start_parts(&[Part::Kafka]).await;
-    let hosts = vec![start_fleet_host(&stack, "host-a").await, start_fleet_host(&stack, "host-b").await];
+    let hosts = vec![stack.start_fleet_host("host-a").await, stack.start_fleet_host("host-b").await];
     let http = reqwest::Client::builder().pool_max_idle_per_host(2 * CONCURRENCY).build().unwrap();
     for host in &hosts {
         assert_eq!(serving(&http, host).await, VOTE_REST);
@@ -103,21 +83,21 @@ async fn fleet_deploys_reach_every_host() {
     for round in 0..5 {
         let (to, other) = (&hosts[round % 2], &hosts[(round + 1) % 2]);
         let sent = Instant::now();
-        let (status, deployed) = admin(&http, to, Method::POST, "/components", contest.clone()).await;
+        let (status, deployed) = signed_admin(to).deploy(contest.clone()).await.unwrap();
         assert_eq!(status, 201, "deploy {round}: {deployed}");
         assert_eq!(deployed["version"], CONTEST, "deploy {round}: {deployed}");
         slowest = slowest.max(wait_fleet_serves(&http, &hosts, CONTEST, sent, &format!("deploy {round}")).await);
 
         let sent = Instant::now();
-        let (status, rolled) = admin(&http, other, Method::POST, "/components/rollback", Vec::new()).await;
+        let (status, rolled) = signed_admin(other).rollback().await.unwrap();
         assert_eq!(status, 200, "rollback {round}: {rolled}");
         slowest = slowest.max(wait_fleet_serves(&http, &hosts, VOTE_REST, sent, &format!("rollback {round}")).await);
     }
-    let (status, _) = admin(&http, &hosts[0], Method::POST, "/components", contest).await;
+    let (status, _) = signed_admin(&hosts[0]).deploy(contest).await.unwrap();
     assert_eq!(status, 201, "the last deploy");
     wait_fleet_serves(&http, &hosts, CONTEST, Instant::now(), "the last deploy").await;
 
-    let late = start_fleet_host(&stack, "host-late").await;
+    let late = stack.start_fleet_host("host-late").await;
     assert_eq!(serving(&http, &late).await, CONTEST, "a host started later serves the current version");
     let first = http.post(format!("{}/votes", late.host_url())).json(&vote_json(&valid_votes(1)[0])).send().await.unwrap();
     let version = first.headers().get("x-component-version").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();

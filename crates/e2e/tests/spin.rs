@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use e2e::spin::{component_wit, shared_schema, world_items, COMPOSED};
+use e2e::spin::{component_wit, shared_schema, world_items, BRIDGE_TOKEN, COMPOSED};
 use e2e::{component, free_port, invalid_votes, valid_votes, vote_json, TestStack};
 use futures::stream::{self, StreamExt};
 use reqwest::Method;
@@ -177,7 +177,7 @@ async fn bridge_replies_follow_the_openapi() {
     let http = reqwest::Client::new();
     let openapi = shared_schema("strimzi-bridge/openapi.json");
     let produce = |topic: &str, content_type: &str, body: serde_json::Value| {
-        http.post(format!("{bridge}/topics/{topic}")).header("content-type", content_type).body(body.to_string())
+        http.post(format!("{bridge}/topics/{topic}")).bearer_auth(BRIDGE_TOKEN).header("content-type", content_type).body(body.to_string())
     };
     let records = serde_json::json!({ "records": [
         { "key": "a2V5LTE=", "value": "dm90ZSAx" },
@@ -217,6 +217,76 @@ async fn bridge_replies_follow_the_openapi() {
     let metrics = reqwest::get(format!("{bridge}/metrics")).await.unwrap().text().await.unwrap();
     assert!(metrics.contains(r#"bridge_records_total{outcome="sent",topic="votes"} 3"#), "{metrics}");
     assert!(metrics.contains(r#"bridge_records_total{outcome="not_allowed",topic="not-allowed"} 3"#), "{metrics}");
+}
+
+/// The bridge serves only requests with its bearer token (401 without it, or with another one),
+/// refuses requests over its caps (more than 500 records, a record over 64 KiB, a body over
+/// 4 MiB) with 413 before publishing anything: a consumer of the topic then finds the one
+/// record sent afterwards at its first offset. A bridge without a token, or with an empty one,
+/// does not start.
+#[tokio::test]
+async fn the_bridge_needs_its_token_and_publishes_nothing_of_an_oversized_request() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    const TOPIC: &str = "bridge-caps";
+    let stack = TestStack::start_parts(&[vote_stack::Part::Kafka]).await;
+    vote_kafka::ensure_topic(&stack.config.brokers(), TOPIC, 1).await.expect("creating the test topic");
+    let bridge = stack.start_bridge(free_port(), &["--allowed-topic", TOPIC]).await;
+    // A connection per request: the bridge closes one whose body it refused unread.
+    let http = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+    let b64 = |bytes: &[u8]| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, bytes);
+    let list = |records: Vec<serde_json::Value>| serde_json::json!({ "records": records }).to_string();
+    let small = || serde_json::json!({ "key": b64(b"small"), "value": b64(b"x") });
+    let produce = |token: Option<&str>, body: String| {
+        let request = http.post(format!("{bridge}/topics/{TOPIC}")).header("content-type", BINARY_RECORDS).body(body);
+        match token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    };
+    let cases = [
+        ("no token", produce(None, list(vec![small()])), 401),
+        ("another token", produce(Some("not-the-token"), list(vec![small()])), 401),
+        ("501 records", produce(Some(BRIDGE_TOKEN), list((0..501).map(|_| small()).collect())), 413),
+        (
+            "a record of 64 KiB + 1",
+            produce(Some(BRIDGE_TOKEN), list(vec![small(), serde_json::json!({ "value": b64(&vec![7u8; 64 * 1024 + 1]) })])),
+            413,
+        ),
+        ("a 4.8 MiB body", produce(Some(BRIDGE_TOKEN), list((0..80).map(|_| serde_json::json!({ "value": b64(&vec![7u8; 60 * 1024]) })).collect())), 413),
+    ];
+    for (case, request, status) in cases {
+        let response = request.send().await.expect("the bridge answers");
+        assert_eq!(response.status().as_u16(), status, "{case}: {:?}", response.text().await);
+    }
+    let sent = produce(Some(BRIDGE_TOKEN), list(vec![serde_json::json!({ "key": b64(b"marker"), "value": b64(b"after") })])).send().await.unwrap();
+    assert_eq!(sent.status().as_u16(), 200);
+    let reply: serde_json::Value = sent.json().await.unwrap();
+    assert_eq!(reply["offsets"][0]["offset"], 0, "the first record on the topic is the one sent afterwards: {reply}");
+
+    let reader: BaseConsumer = vote_kafka::consumer_config(&stack.config.brokers(), "bridge-caps-reader").create().unwrap();
+    reader.subscribe(&[TOPIC]).unwrap();
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !seen.iter().any(|(key, _)| key == b"marker") && std::time::Instant::now() < deadline {
+        if let Some(Ok(message)) = reader.poll(Duration::from_millis(500)) {
+            seen.push((message.key().unwrap_or_default().to_vec(), message.offset()));
+        }
+    }
+    assert_eq!(seen, vec![(b"marker".to_vec(), 0)], "a consumer of {TOPIC} reads only the record sent after the refused requests");
+
+    let metrics = reqwest::get(format!("{bridge}/metrics")).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains(&format!(r#"bridge_records_total{{outcome="sent",topic="{TOPIC}"}} 1"#)), "{metrics}");
+    for (args, expected) in [(vec![], "needs a bearer token"), (vec!["--token", " "], "is empty")] {
+        let output = std::process::Command::new(stack.config.bin_dir.join("kafka-bridge"))
+            .args(&args)
+            .env_remove(e2e::spin::BRIDGE_TOKEN_VAR)
+            .env("VOTES_BRIDGE_ADDR", format!("127.0.0.1:{}", free_port()))
+            .output()
+            .expect("running kafka-bridge");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success() && stderr.contains(expected), "kafka-bridge {args:?}: {:?} {stderr}", output.status);
+    }
 }
 
 /// `spin.toml` is a valid Spin manifest (version 2), and every component `source` and dependency

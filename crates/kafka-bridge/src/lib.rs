@@ -4,11 +4,14 @@
 //! runs on one machine; in Kubernetes the Strimzi `KafkaBridge` takes its place.
 //!
 //! - [`records`]: the Bridge's JSON shapes, as its OpenAPI document defines them.
-//! - [`produce`]: the produce handler: allowed topics, one outcome per record.
+//! - [`auth`]: the bearer token every produce request carries.
+//! - [`produce`]: the produce handler: allowed topics, the request's caps (records, record size;
+//!   413 with nothing published), one outcome per record.
 //! - [`metrics`]: Prometheus counters and the publish latency.
 //! - [`server`]: the router (`/topics/{topic}`, `/healthy`, `/ready`, `/healthz`, `/metrics`, `/`)
-//!   and the serving loop.
+//!   and the serving loop (loopback by default).
 
+pub mod auth;
 pub mod metrics;
 pub mod produce;
 pub mod records;

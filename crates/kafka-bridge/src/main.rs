@@ -28,14 +28,21 @@ struct Args {
     /// The largest record list accepted, in bytes (larger ones get 413).
     #[arg(long, env = "VOTES_BRIDGE_MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES)]
     max_body_bytes: usize,
+    /// The bearer token produce requests must carry (required, or --token-file).
+    #[arg(long, env = "VOTES_KAFKA_BRIDGE_TOKEN", hide_env_values = true, conflicts_with = "token_file")]
+    token: Option<String>,
+    /// A file holding the bearer token.
+    #[arg(long, env = "VOTES_KAFKA_BRIDGE_TOKEN_FILE")]
+    token_file: Option<std::path::PathBuf>,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     vote_service::init_logging();
     let args = Args::parse();
+    let token = kafka_bridge::auth::load_token(args.token.as_deref(), args.token_file.as_deref())?;
     let mut publisher = PublisherSettings::new(args.brokers, "kafka-bridge");
     publisher.timeout = Duration::from_millis(args.publish_timeout_ms);
-    let settings = Settings { addr: args.listen, publisher, allowed_topics: args.allowed_topics, max_body_bytes: args.max_body_bytes };
+    let settings = Settings { addr: args.listen, publisher, allowed_topics: args.allowed_topics, max_body_bytes: args.max_body_bytes, token };
     kafka_bridge::server::serve(settings, vote_service::Shutdown::on_signals()).await
 }

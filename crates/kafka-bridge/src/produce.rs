@@ -28,6 +28,11 @@ pub const OVERLOADED: i32 = 429;
 pub const MAYBE_STORED: i32 = 504;
 /// The error code of a record the broker refused (retrying will not help).
 pub const REFUSED: i32 = 400;
+/// The most records one request may carry; more get 413 and nothing is published.
+pub const MAX_RECORDS: usize = 500;
+/// The largest record (key, value and header values, decoded) one request may carry; a larger
+/// one gets the whole request 413 and nothing is published.
+pub const MAX_RECORD_BYTES: usize = 64 * 1024;
 
 /// What the produce handler shares.
 #[derive(Clone)]
@@ -46,7 +51,7 @@ fn bridge_reply(status: StatusCode, body: &impl serde::Serialize) -> Response {
 }
 
 /// A request refused as a whole, with the Bridge's `Error` body.
-fn refuse(status: StatusCode, message: String, validation_errors: Vec<String>) -> Response {
+pub(crate) fn refuse(status: StatusCode, message: String, validation_errors: Vec<String>) -> Response {
     bridge_reply(status, &BridgeError { error_code: status.as_u16(), message, validation_errors })
 }
 
@@ -76,6 +81,10 @@ async fn answer(producer: &Producer, topic: &str, headers: &HeaderMap, body: Res
         Ok(records) => records,
         Err(problems) => return refuse(StatusCode::UNPROCESSABLE_ENTITY, "The record list contains invalid records.".into(), problems),
     };
+    if let Err(problems) = within_caps(&records) {
+        producer.metrics.records.with_label_values(&[topic, "too_large"]).inc_by(records.len() as u64);
+        return refuse(StatusCode::PAYLOAD_TOO_LARGE, "The record list is over this bridge's limits; nothing was published.".into(), problems);
+    }
     let offsets = if producer.allowed_topics.iter().any(|allowed| allowed == topic) {
         join_all(records.iter().map(|record| publish(producer, topic, record))).await
     } else {
@@ -84,6 +93,26 @@ async fn answer(producer: &Producer, topic: &str, headers: &HeaderMap, body: Res
         records.iter().map(|_| RecordOutcome::Failed { error_code: TOPIC_NOT_FOUND, message: message.clone() }).collect()
     };
     bridge_reply(StatusCode::OK, &OffsetList { offsets })
+}
+
+/// Checks a request's caps before anything is published: at most [`MAX_RECORDS`] records of
+/// at most [`MAX_RECORD_BYTES`] each.
+fn within_caps(records: &[DecodedRecord]) -> Result<(), Vec<String>> {
+    let mut problems = Vec::new();
+    if records.len() > MAX_RECORDS {
+        problems.push(format!("records: {} records, at most {MAX_RECORDS} per request", records.len()));
+    }
+    for (index, record) in records.iter().enumerate() {
+        let size = record.key.len() + record.value.len() + record.headers.iter().map(|(key, value)| key.len() + value.len()).sum::<usize>();
+        if size > MAX_RECORD_BYTES {
+            problems.push(format!("records[{index}]: {size} bytes, at most {MAX_RECORD_BYTES} per record"));
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems)
+    }
 }
 
 /// Publishes one record and waits for the broker's acknowledgement.

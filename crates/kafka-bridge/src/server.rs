@@ -7,17 +7,20 @@ use std::sync::Arc;
 use anyhow::Context;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
+use axum::middleware;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use vote_kafka::{Publisher, PublisherSettings};
 use vote_service::Shutdown;
 
+use crate::auth::require_token;
 use crate::metrics::Metrics;
 use crate::produce::{produce, Producer};
 
-/// The default address: 8085, next to the local stack's other ports (the Strimzi bridge's own
-/// default, 8080, is the wasm host's locally).
-pub const DEFAULT_ADDR: &str = "0.0.0.0:8085";
+/// The default address: loopback (anyone who reaches the bridge publishes to Kafka), port 8085,
+/// next to the local stack's other ports (the Strimzi bridge's own default, 8080, is the wasm
+/// host's locally).
+pub const DEFAULT_ADDR: &str = "127.0.0.1:8085";
 /// The largest record list accepted, in bytes.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
@@ -28,14 +31,16 @@ pub struct Settings {
     pub publisher: PublisherSettings,
     pub allowed_topics: Vec<String>,
     pub max_body_bytes: usize,
+    /// The bearer token every produce request must carry.
+    pub token: String,
 }
 
-/// The routes: the produce endpoint, the Bridge's `/healthy`, `/ready` and `/`, and the
-/// project's `/healthz` and `/metrics`.
-pub fn router(producer: Producer, max_body_bytes: usize) -> Router {
+/// The routes: the produce endpoint (bearer token), the Bridge's `/healthy`, `/ready` and `/`,
+/// and the project's `/healthz` and `/metrics`.
+pub fn router(producer: Producer, max_body_bytes: usize, token: String) -> Router {
     let registry = producer.metrics.registry.clone();
     Router::new()
-        .route("/topics/{topic}", post(produce))
+        .route("/topics/{topic}", post(produce).route_layer(middleware::from_fn_with_state(Arc::new(token), require_token)))
         .route("/healthy", get(|| async { StatusCode::OK }))
         .route("/ready", get(ready))
         .route("/", get(|| async { Json(serde_json::json!({ "bridge_version": concat!("votes-kafka-bridge ", env!("CARGO_PKG_VERSION")) })) }))
@@ -64,7 +69,7 @@ pub async fn serve(settings: Settings, mut shutdown: Shutdown) -> anyhow::Result
     };
     let listener = tokio::net::TcpListener::bind(settings.addr).await.with_context(|| format!("cannot listen on {}", settings.addr))?;
     tracing::info!(addr = %listener.local_addr()?, brokers = %settings.publisher.brokers, topics = ?settings.allowed_topics, "kafka-bridge serving");
-    axum::serve(listener, router(producer, settings.max_body_bytes))
+    axum::serve(listener, router(producer, settings.max_body_bytes, settings.token))
         .with_graceful_shutdown(async move { shutdown.wait().await })
         .await
         .context("HTTP server failed")?;

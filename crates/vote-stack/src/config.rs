@@ -219,6 +219,10 @@ impl StackConfig {
     pub fn admin_token_path(&self) -> PathBuf {
         self.state_dir.join("run").join("admin-token")
     }
+    /// The fleet's deploy key (written by `up` with its `.pub` beside it).
+    pub fn deploy_key_path(&self) -> PathBuf {
+        self.state_dir.join("run").join("deploy-key")
+    }
     /// Where a part keeps its data.
     pub fn data_dir(&self, part: Part) -> PathBuf {
         self.state_dir.join("data").join(part.name())
@@ -286,6 +290,7 @@ impl StackConfig {
                 .env("VOTES_HOST_ADDR", format!("{host}:{}", self.host_port))
                 .env("VOTES_HOST_ADMIN_ADDR", format!("127.0.0.1:{}", self.host_admin_port))
                 .env("VOTES_ADMIN_TOKEN_FILE", self.admin_token_path().display().to_string())
+                .env("VOTES_DEPLOY_PUBLIC_KEY_FILE", deploy_signing::keys::public_path(&self.deploy_key_path()).display().to_string())
                 .env("VOTES_HOST_DRAIN_TIMEOUT_MS", crate::stack::HOST_DRAIN.as_millis().to_string()),
             // The same binary and component, answering natively; no admin API.
             Part::NativeHost => Launch::new(part.name(), self.bin_dir.join("votes-host"))

@@ -6,7 +6,9 @@
 //! - [`probe`]: readiness checks that speak each part's protocol.
 //! - [`prometheus`]: the scrape configuration of the stack's Prometheus and its targets' health.
 //! - [`stack`]: `up`, `down` and `status` over all parts, used by `votectl` and by the tests.
+//! - [`admin`]: the wasm host's admin API client (signed fleet deploys).
 
+pub mod admin;
 pub mod config;
 pub mod probe;
 pub mod process;

@@ -75,6 +75,7 @@ pub async fn up(config: &StackConfig, supervisor: &Supervisor, parts: &[Part]) -
             (None, false) => {
                 if part == Part::Host {
                     ensure_admin_token(config)?;
+                    ensure_deploy_key(config)?;
                 }
                 if part == Part::Prometheus {
                     crate::prometheus::write_config(config)?;
@@ -124,6 +125,19 @@ fn ensure_admin_token(config: &StackConfig) -> anyhow::Result<()> {
     std::fs::create_dir_all(path.parent().expect("run dir"))?;
     let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?;
     file.write_all(token.as_bytes())?;
+    Ok(())
+}
+
+/// Writes the fleet's deploy key pair unless the key exists: the host gets the public half,
+/// `votectl component deploy` signs with the private one (mode 0600).
+pub fn ensure_deploy_key(config: &StackConfig) -> anyhow::Result<()> {
+    let path = config.deploy_key_path();
+    if path.is_file() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(path.parent().expect("run dir"))?;
+    deploy_signing::SecretKey::generate()?.write(&path)?;
+    tracing::info!(key = %path.display(), "deploy key created");
     Ok(())
 }
 
@@ -219,5 +233,18 @@ mod tests {
         std::fs::remove_dir_all(&config.state_dir).unwrap();
         assert_eq!(mode, 0o600);
         assert_eq!(token.len(), 48);
+    }
+
+    #[test]
+    fn the_deploy_key_is_created_once_with_its_public_half() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = StackConfig::local_defaults();
+        config.state_dir = dir.path().to_owned();
+        ensure_deploy_key(&config).unwrap();
+        let key = deploy_signing::SecretKey::read(&config.deploy_key_path()).unwrap();
+        ensure_deploy_key(&config).unwrap();
+        let public = deploy_signing::PublicKey::read(&deploy_signing::keys::public_path(&config.deploy_key_path())).unwrap();
+        assert_eq!(public, key.public(), "a second `up` keeps the key");
+        assert_eq!(std::fs::metadata(config.deploy_key_path()).unwrap().permissions().mode() & 0o777, 0o600);
     }
 }

@@ -57,6 +57,13 @@ pub enum ComponentCommand {
     Rollback,
     /// The fleet's deploys and rollbacks, oldest first (hosts that follow a fleet topic).
     History,
+    /// Make a fleet deploy key pair: the private key (mode 0600) and KEY.pub for the hosts
+    /// (--deploy-public-key-file, or its text in VOTES_DEPLOY_PUBLIC_KEY).
+    Keygen {
+        /// Where to write the private key (never overwritten) [default: <state>/run/deploy-key].
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 /// How `votectl component` reaches the admin API (`--host-admin-port` sets the port, for example
@@ -69,6 +76,11 @@ pub struct ComponentArgs {
     /// A file holding the admin token (the host reads the same variable).
     #[arg(long, env = "VOTES_ADMIN_TOKEN_FILE")]
     pub admin_token_file: Option<PathBuf>,
+    /// The fleet's deploy key that signs deploys and rollbacks [default: <state>/run/deploy-key,
+    /// which `votectl up` writes, when it exists; without a key, deploys are unsigned and only a
+    /// host with no fleet topic takes them].
+    #[arg(long, env = "VOTES_DEPLOY_KEY_FILE")]
+    pub deploy_key_file: Option<PathBuf>,
     #[command(subcommand)]
     pub command: ComponentCommand,
 }
