@@ -59,7 +59,7 @@ async fn ready(State(producer): State<Producer>) -> StatusCode {
 }
 
 /// Serves until `shutdown` fires, then flushes the producer.
-pub async fn serve(settings: Settings, mut shutdown: Shutdown) -> anyhow::Result<()> {
+pub async fn serve(settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
     let publisher = Publisher::new(&settings.publisher).context("creating the Kafka producer")?;
     let producer = Producer {
         publisher: publisher.clone(),
@@ -67,12 +67,11 @@ pub async fn serve(settings: Settings, mut shutdown: Shutdown) -> anyhow::Result
         metrics: Metrics::new(),
         broker_reachable: Arc::new(AtomicBool::new(true)),
     };
-    let listener = tokio::net::TcpListener::bind(settings.addr).await.with_context(|| format!("cannot listen on {}", settings.addr))?;
+    // Bounded like every listener of the project: connections, first-request and idle timeouts.
+    let listen_metrics = vote_service::listen::ListenMetrics::register(&producer.metrics.registry, "bridge");
+    let listener = vote_service::listen::Listener::bind(settings.addr, vote_service::listen::ListenLimits::default(), listen_metrics).await?;
     tracing::info!(addr = %listener.local_addr()?, brokers = %settings.publisher.brokers, topics = ?settings.allowed_topics, "kafka-bridge serving");
-    axum::serve(listener, router(producer, settings.max_body_bytes, settings.token))
-        .with_graceful_shutdown(async move { shutdown.wait().await })
-        .await
-        .context("HTTP server failed")?;
+    vote_service::serve_router(listener, router(producer, settings.max_body_bytes, settings.token), shutdown).await;
     publisher.flush(settings.publisher.timeout);
     tracing::info!("kafka-bridge stopped");
     Ok(())

@@ -65,10 +65,14 @@ pub async fn spawn_http(addr: SocketAddr, router: Router, shutdown: Shutdown) ->
 /// Serves `router` on an already bound guarded listener until `shutdown` fires; returns its address.
 pub fn spawn_router(listener: listen::Listener, router: Router, shutdown: Shutdown) -> anyhow::Result<SocketAddr> {
     let bound = listener.local_addr()?;
-    let service = hyper_util::service::TowerToHyperService::new(router);
-    let settings = listen::ServeHttp { listener, shutdown, on_refused: None, header_read_timeout: None };
-    tokio::spawn(listen::serve_http(settings, service));
+    tokio::spawn(serve_router(listener, router, shutdown));
     Ok(bound)
+}
+
+/// Serves `router` on `listener` until `shutdown` fires and the requests in flight are done.
+pub async fn serve_router(listener: listen::Listener, router: Router, shutdown: Shutdown) {
+    let service = hyper_util::service::TowerToHyperService::new(router);
+    listen::serve_http(listen::ServeHttp { listener, shutdown, on_refused: None, header_read_timeout: None }, service).await
 }
 
 /// A shutdown signal that many tasks can wait on.
