@@ -4,8 +4,6 @@ policy, and waits with "redis is full" in its readiness at the bound)."""
 
 import re
 
-import pytest
-
 import deploylib
 
 UNITS = {"kb": 1000, "k": 1000, "mb": 1000**2, "m": 1000**2, "gb": 1000**3, "g": 1000**3, "b": 1}
@@ -29,20 +27,19 @@ def check(where: str, args: list[str], limit_bytes: int | None):
         assert redis_bytes(maxmemory) <= 0.8 * limit_bytes, f"{where}: --maxmemory {maxmemory} leaves no room below the memory limit"
 
 
-@pytest.mark.parametrize("overlay", deploylib.SYSTEM_OVERLAYS, ids=lambda p: p.name)
-def test_k8s_redis_has_a_memory_bound_below_its_limit(overlay):
+def test_k8s_redis_has_a_memory_bound_below_its_limit(overlay, docs):
     found = 0
-    for owner, template in deploylib.pod_templates(deploylib.render(overlay)):
+    for owner, template in deploylib.pod_templates(docs):
         for container in deploylib.containers(template["spec"]):
             if container["image"].startswith("redis:"):
                 limit = container.get("resources", {}).get("limits", {}).get("memory")
                 number, unit = re.fullmatch(r"(\d+)([KMG]i)?", limit).groups() if limit else (None, None)
                 limit_bytes = int(number) * K8S_UNITS[unit or ""] if limit else None
-                check(f"{overlay.name}/{owner['metadata']['name']}", container.get("args", []), limit_bytes)
+                check(f"{overlay}/{owner['metadata']['name']}", container.get("args", []), limit_bytes)
                 found += 1
-    assert found, f"{overlay.name}: no redis container found"
+    assert found, f"{overlay}: no redis container found"
 
 
-def test_compose_redis_has_a_memory_bound():
-    service = deploylib.load_compose()["services"]["redis"]
+def test_compose_redis_has_a_memory_bound(compose):
+    service = compose["services"]["redis"]
     check("compose.yaml redis", [str(word) for word in service["command"]], None)
