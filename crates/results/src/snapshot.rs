@@ -75,23 +75,25 @@ pub async fn read_total(redis: &mut ConnectionManager) -> redis::RedisResult<u64
 
 /// Reads the counters in one pipelined round trip of bounded size.
 pub async fn read(redis: &mut ConnectionManager) -> redis::RedisResult<Snapshot> {
-    type Ranked = (Vec<(String, f64)>, u64, Option<u64>);
-    type Reply = (Option<u64>, Ranked, Ranked, Ranked, Vec<String>);
+    // A pipeline's replies come flat: the total, three per leaderboard, the recent votes.
+    type Members = Vec<(String, f64)>;
+    type Reply = (Option<u64>, Members, u64, Option<u64>, Members, u64, Option<u64>, Members, u64, Option<u64>, Vec<String>);
     let mut pipe = redis::pipe();
     pipe.get(keys::TOTAL);
     queue_top(&mut pipe, keys::BANDS, TOP_BANDS);
     queue_top(&mut pipe, keys::PATHS, TOP_PATHS);
     queue_top(&mut pipe, keys::ALBUMS, TOP_ALBUMS);
     pipe.lrange(keys::RECENT, 0, RECENT_VOTES as isize - 1);
-    let (total, bands, paths, albums, recent): Reply = pipe.query_async(redis).await?;
-    let bands = top_from(bands.0, bands.1, bands.2);
+    let (total, bands, band_names, bands_overflow, paths, path_names, paths_overflow, albums, album_names, albums_overflow, recent): Reply =
+        pipe.query_async(redis).await?;
+    let bands = top_from(bands, band_names, bands_overflow);
     Ok(Snapshot {
         total: total.unwrap_or(0),
         band_names: bands.size,
         bands_overflow: bands.overflow,
         bands: counts(bands),
-        paths: counts(top_from(paths.0, paths.1, paths.2)),
-        top_albums: top_albums(top_from(albums.0, albums.1, albums.2)),
+        paths: counts(top_from(paths, path_names, paths_overflow)),
+        top_albums: top_albums(top_from(albums, album_names, albums_overflow)),
         recent: recent.iter().filter_map(|entry| serde_json::from_str(entry).ok()).collect(),
         read_at_ms: vote_core::now_ms(),
     })

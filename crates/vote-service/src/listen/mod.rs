@@ -124,7 +124,7 @@ pub struct Listener {
 impl Listener {
     /// Binds `addr`; a port that is taken is reported here, at start-up.
     pub async fn bind(addr: SocketAddr, limits: ListenLimits, metrics: ListenMetrics) -> anyhow::Result<Self> {
-        let tcp = tokio::net::TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+        let tcp = bind_with_backlog(addr, &limits).map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
         Ok(Self::from_tcp(tcp, limits, metrics))
     }
 
@@ -141,6 +141,16 @@ impl Listener {
     pub fn table(&self) -> Arc<ConnectionTable> {
         self.table.clone()
     }
+}
+
+/// Binds `addr` with an accept queue as deep as the connection bound (the kernel caps it at
+/// `net.core.somaxconn`), so a burst of new connections waits in the queue rather than having
+/// its handshakes dropped while the accept loop catches up.
+fn bind_with_backlog(addr: SocketAddr, limits: &ListenLimits) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(u32::try_from(limits.max_connections).unwrap_or(u32::MAX).clamp(1024, 65_535))
 }
 
 /// The pause before the next `accept` after `failures` failures in a row: doubling from the

@@ -70,7 +70,7 @@ impl ListenMetrics {
 
     /// Metrics kept by the table but exported nowhere (internal endpoints).
     pub fn unregistered(prefix: &str) -> Self {
-        Self {
+        let metrics = Self {
             open: IntGauge::new(format!("{prefix}_open_connections"), "Connections open now.").expect("valid metric"),
             closed: IntCounterVec::new(
                 Opts::new(format!("{prefix}_connections_closed_total"), "Connections this side closed or refused, by reason (handshake_timeout, idle_timeout, evicted, refused, drain)."),
@@ -78,7 +78,12 @@ impl ListenMetrics {
             )
             .expect("valid metric"),
             accept_errors: IntCounter::new(format!("{prefix}_accept_errors_total"), "Failed accept calls (for example out of file descriptors).").expect("valid metric"),
+        };
+        // Every reason at zero from the start, so a dashboard shows 0 rather than no data.
+        for reason in [CloseReason::HandshakeTimeout, CloseReason::IdleTimeout, CloseReason::Evicted, CloseReason::Refused, CloseReason::Drain] {
+            metrics.closed.with_label_values(&[reason.label()]);
         }
+        metrics
     }
 }
 
