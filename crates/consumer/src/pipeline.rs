@@ -30,6 +30,8 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// How long one broker request of a rewind or a check may take.
 const BROKER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often an idle consumer checks that Redis holds what the group committed.
+const BEHIND_CHECK: Duration = Duration::from_secs(5);
 /// The longest key a dead letter keeps as its own key; a longer one is replaced by its SHA-256.
 const MAX_DEAD_LETTER_KEY: usize = 1024;
 
@@ -295,10 +297,15 @@ impl Worker {
         let take = self.carry.len().min(self.settings.batch_max);
         let mut batch: Vec<Received> = self.carry.drain(..take).collect();
         let consumer = self.consumer.clone();
+        let mut idle = tokio::time::interval_at(tokio::time::Instant::now() + BEHIND_CHECK, BEHIND_CHECK);
         while batch.is_empty() {
             let message = tokio::select! {
                 message = consumer.recv() => message,
                 _ = self.shutdown.wait() => return None,
+                _ = idle.tick() => {
+                    self.rewind_where_redis_is_behind().await;
+                    continue;
+                }
             };
             batch.extend(self.receive(message));
         }
@@ -480,6 +487,47 @@ impl Worker {
             if let Err(error) = self.consumer.seek(&self.settings.topic, partition, Offset::Offset(from), BROKER_TIMEOUT) {
                 tracing::warn!(%error, partition, "seek failed; the partition is re-read from its committed offset after the next rebalance");
             }
+        }
+    }
+
+    /// While idle: for each assigned partition whose committed offset is past what Redis applied
+    /// (Redis came back older, and no new record arrives there to show the gap), re-reads from
+    /// the applied offset.
+    async fn rewind_where_redis_is_behind(&mut self) {
+        let consumer = self.consumer.clone();
+        let committed = tokio::task::spawn_blocking(move || {
+            let assignment = consumer.assignment()?;
+            consumer.committed_offsets(assignment, BROKER_TIMEOUT)
+        })
+        .await;
+        let Ok(Ok(committed)) = committed else { return };
+        let positions: Vec<(i32, i64)> = committed
+            .elements_for_topic(&self.settings.topic)
+            .iter()
+            .filter_map(|element| match element.offset() {
+                Offset::Offset(next) => Some((element.partition(), next)),
+                _ => None,
+            })
+            .collect();
+        if positions.is_empty() {
+            return;
+        }
+        let partitions: Vec<i32> = positions.iter().map(|(partition, _)| *partition).collect();
+        // Without an epoch Redis lost everything: every partition is behind from -1. With one, a
+        // partition it never applied (-1) is left alone: nothing says its counts are missing.
+        let (applied, lost_everything) = match self.counters.applied(&self.settings.topic, &partitions).await {
+            Ok(Some(applied)) => (applied, false),
+            Ok(None) => (vec![-1; partitions.len()], true),
+            Err(_) => return,
+        };
+        let behind: Vec<Behind> = positions
+            .iter()
+            .zip(applied)
+            .filter(|((_, next), applied)| (*applied >= 0 || lost_everything) && *next > *applied + 1)
+            .map(|((partition, _), applied)| Behind { partition: *partition, applied })
+            .collect();
+        if !behind.is_empty() {
+            self.rewind(&behind, Vec::new()).await;
         }
     }
 

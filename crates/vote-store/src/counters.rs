@@ -372,6 +372,23 @@ impl Counters {
         Ok(Counted { counted, skipped: events.len() as u64 - counted, newly_counted, overflowed })
     }
 
+    /// The applied offset of each of `partitions` of `topic` (-1: none), or `None` for all when
+    /// Redis has no epoch (it lost its counts, or never counted).
+    pub async fn applied(&self, topic: &str, partitions: &[i32]) -> redis::RedisResult<Option<Vec<i64>>> {
+        let mut connection = self.connection.clone();
+        let mut pipe = redis::pipe();
+        pipe.cmd("EXISTS").arg(keys::EPOCH);
+        for partition in partitions {
+            pipe.cmd("HGET").arg(keys::APPLIED).arg(keys::applied_field(topic, *partition));
+        }
+        let mut replies: Vec<redis::Value> = pipe.query_async(&mut connection).await?;
+        let epoch: bool = redis::from_redis_value(replies.remove(0))?;
+        if !epoch {
+            return Ok(None);
+        }
+        replies.into_iter().map(|reply| Ok(redis::from_redis_value::<Option<i64>>(reply)?.unwrap_or(-1))).collect::<redis::RedisResult<Vec<i64>>>().map(Some)
+    }
+
     /// Forgets the applied offset of a partition whose topic was recreated or reset, if it is
     /// still `applied`; returns whether it did.
     pub async fn resync(&self, topic: &str, partition: i32, applied: i64) -> redis::RedisResult<bool> {
