@@ -187,3 +187,22 @@ async fn the_consumer_starts_without_redis_and_is_live_but_not_ready() {
         .expect("ready once Redis answered");
     assert_eq!(get("/livez").await.0, 200);
 }
+
+/// The results app starts without Redis too: live, not ready, until Redis answers. Before, it
+/// exited at start when Redis was away.
+#[tokio::test]
+async fn the_results_app_starts_without_redis_and_is_live_but_not_ready() {
+    let stack = TestStack::start_parts(&[Part::Mongo]).await;
+    stack.supervisor.spawn(&stack.config.launch(Part::Results)).expect("starting results");
+    let url = |path: &str| format!("http://127.0.0.1:{}{path}", stack.config.results_port);
+    let status = |path: &'static str| {
+        let url = url(path);
+        async move { reqwest::get(url).await.map(|r| r.status().as_u16()).unwrap_or(0) }
+    };
+    eventually(Duration::from_secs(20), || async { status("/livez").await == 200 })
+        .await
+        .unwrap_or_else(|_| panic!("results is not live without Redis:\n{}", stack.supervisor.log_tail("results", 20)));
+    assert_eq!(status("/readyz").await, 503, "not ready without Redis");
+    stack.restart(Part::Redis).await;
+    eventually(Duration::from_secs(30), || async { status("/readyz").await == 200 }).await.expect("ready once Redis answered");
+}
