@@ -63,6 +63,14 @@ struct Args {
     /// Must stay below --max-instances (a deploy's check needs an instance too).
     #[arg(long, env = "VOTES_HOST_MAX_IN_FLIGHT", default_value_t = shed::DEFAULT_MAX_IN_FLIGHT)]
     max_in_flight: usize,
+    /// How many requests may wait, in arrival order, for a place once --max-in-flight run; more
+    /// get a fast 503 with Retry-After. 0: no queue.
+    #[arg(long, env = "VOTES_HOST_MAX_QUEUED", default_value_t = shed::DEFAULT_MAX_QUEUED)]
+    max_queued: usize,
+    /// How long a queued request waits for its place before the 503, in ms (below
+    /// --request-timeout-ms).
+    #[arg(long, env = "VOTES_HOST_QUEUE_WAIT_MS", default_value_t = shed::DEFAULT_QUEUE_WAIT.as_millis() as u64)]
+    queue_wait_ms: u64,
     /// How many HTTP connections may be open at once; when full, the connection idle the longest
     /// (or that never sent a request) is closed to make room, and with none idle a new one gets
     /// 503 and is closed.
@@ -127,6 +135,12 @@ impl Args {
         );
         anyhow::ensure!(self.max_connections > 0, "--max-connections must be at least 1");
         anyhow::ensure!(
+            self.queue_wait_ms < self.request_timeout_ms,
+            "--queue-wait-ms ({}) must be below --request-timeout-ms ({})",
+            self.queue_wait_ms,
+            self.request_timeout_ms
+        );
+        anyhow::ensure!(
             self.max_buffered_body_bytes >= self.max_body_bytes,
             "--max-buffered-body-bytes ({}) must hold at least one body of --max-body-bytes ({})",
             self.max_buffered_body_bytes,
@@ -139,6 +153,8 @@ impl Args {
             max_buffered_body_bytes: self.max_buffered_body_bytes,
             max_connections: self.max_connections,
             max_in_flight: self.max_in_flight,
+            max_queued: self.max_queued,
+            queue_wait: Duration::from_millis(self.queue_wait_ms),
             idle_timeout: Duration::from_millis(self.idle_timeout_ms),
             max_h2_streams: self.max_h2_streams,
             drain_timeout: Duration::from_millis(self.drain_timeout_ms),

@@ -40,6 +40,10 @@ pub struct Metrics {
     pub listen: ListenMetrics,
     /// Requests running in components (set when `/metrics` is read).
     pub in_flight: IntGauge,
+    /// Requests waiting for a place in a component.
+    pub queued: IntGauge,
+    /// How long requests that had to queue waited for their place (or for their `503`).
+    pub queue_wait_seconds: prometheus::Histogram,
     /// `votes_received_total`, `vote_ingest_seconds`, `vote_publish_failures_total` of path `wasm`.
     pub votes: VoteMetrics,
 }
@@ -88,6 +92,11 @@ impl Metrics {
         registry.register(Box::new(serving_since.clone())).expect("metric registered once");
         let votes = VoteMetrics::register(&registry, path);
         let listen = ListenMetrics::register(&registry, "host");
+        let queued = IntGauge::new("host_requests_queued", "Requests waiting for a place in a component").expect("valid metric");
+        registry.register(Box::new(queued.clone())).expect("metric registered once");
+        let queue_wait_seconds = prometheus::Histogram::with_opts(HistogramOpts::new("host_queue_wait_seconds", "Time a request waited in the admission queue").buckets(buckets()))
+            .expect("valid metric");
+        registry.register(Box::new(queue_wait_seconds.clone())).expect("metric registered once");
         Self {
             registry,
             requests,
@@ -102,6 +111,8 @@ impl Metrics {
             timeouts,
             listen,
             in_flight,
+            queued,
+            queue_wait_seconds,
             votes,
         }
     }

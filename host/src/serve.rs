@@ -193,7 +193,7 @@ impl Server {
         };
         let mut response = match self.read_body(request).await {
             Err(refused) => refused,
-            Ok((request, body_memory)) => match self.gate.try_in_flight() {
+            Ok((request, body_memory)) => match self.admit().await {
                 None => {
                     self.metrics.shed.with_label_values(&[Shed::InFlight.label()]).inc();
                     overloaded(Shed::InFlight)
@@ -229,6 +229,17 @@ impl Server {
         self.metrics.record_vote_response(response.status().as_u16());
         self.metrics.request_seconds.with_label_values(&[version]).observe(started.elapsed().as_secs_f64());
         Ok(response)
+    }
+
+    /// A place in a component, waiting in the bounded queue if all are taken; records the wait.
+    async fn admit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.metrics.queued.set(self.gate.queued() as i64 + 1);
+        let (place, waited) = self.gate.in_flight().await;
+        self.metrics.queued.set(self.gate.queued() as i64);
+        if !waited.is_zero() {
+            self.metrics.queue_wait_seconds.observe(waited.as_secs_f64());
+        }
+        place
     }
 
     /// Checks the request's authority, then reads the whole body, within the body timeout, the

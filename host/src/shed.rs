@@ -2,7 +2,7 @@
 //! memory, the timeouts that free them from slow clients, and the fast `503` a client gets when
 //! they are full. Connections are bounded by the guarded listener ([`vote_service::listen`]).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,6 +24,11 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = vote_service::listen::DEFAULT_MAX_CON
 /// Default: how many requests may run in components at once (below the instance pool, 256, so a
 /// deploy's check and a burst never meet the pool's own limit).
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 192;
+/// Default: how many requests may wait for a place in a component when all are taken; past it a
+/// request gets the fast `503` at once.
+pub const DEFAULT_MAX_QUEUED: usize = 1024;
+/// Default: how long a request waits in the queue before it gets the `503`.
+pub const DEFAULT_QUEUE_WAIT: Duration = Duration::from_secs(2);
 /// Default: how long shutdown waits for requests in flight (below `votectl down`'s 15 s grace).
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// What `Retry-After` says to a shed client, in seconds.
@@ -40,6 +45,10 @@ pub struct ServeLimits {
     pub max_buffered_body_bytes: usize,
     pub max_connections: usize,
     pub max_in_flight: usize,
+    /// Requests that may wait (in arrival order) for a place once `max_in_flight` run.
+    pub max_queued: usize,
+    /// How long a request waits for its place before the `503`.
+    pub queue_wait: Duration,
     pub idle_timeout: Duration,
     pub max_h2_streams: u32,
     pub drain_timeout: Duration,
@@ -54,6 +63,8 @@ impl Default for ServeLimits {
             max_buffered_body_bytes: DEFAULT_MAX_BUFFERED_BODY_BYTES,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            max_queued: DEFAULT_MAX_QUEUED,
+            queue_wait: DEFAULT_QUEUE_WAIT,
             idle_timeout: vote_service::listen::DEFAULT_IDLE_TIMEOUT,
             max_h2_streams: vote_service::listen::DEFAULT_MAX_H2_STREAMS,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
@@ -99,6 +110,8 @@ pub struct Gate {
     pub limits: ServeLimits,
     connections: Arc<ConnectionTable>,
     in_flight: Arc<Semaphore>,
+    /// Requests waiting for a place in `in_flight` now.
+    queued: AtomicUsize,
     body_bytes: Arc<Semaphore>,
     started: Instant,
     /// Milliseconds since `started` of the last shed, plus one (0: never).
@@ -120,6 +133,7 @@ impl Gate {
     pub fn new(limits: ServeLimits, connections: Arc<ConnectionTable>) -> Self {
         Self {
             in_flight: Arc::new(Semaphore::new(limits.max_in_flight)),
+            queued: AtomicUsize::new(0),
             body_bytes: Arc::new(Semaphore::new(limits.max_buffered_body_bytes)),
             connections,
             limits,
@@ -135,6 +149,34 @@ impl Gate {
             self.shed_now();
         }
         permit
+    }
+
+    /// A place for one more request in a component: at once if one is free, else after waiting
+    /// in arrival order (tokio's semaphore is fair) for at most `queue_wait`, if fewer than
+    /// `max_queued` already wait. `None`: the request gets the fast `503`. Reports how long it
+    /// waited.
+    pub async fn in_flight(&self) -> (Option<OwnedSemaphorePermit>, Duration) {
+        if let Some(permit) = self.in_flight.clone().try_acquire_owned().ok() {
+            return (Some(permit), Duration::ZERO);
+        }
+        let waiting = self.queued.fetch_add(1, Ordering::AcqRel);
+        if waiting >= self.limits.max_queued || self.limits.queue_wait.is_zero() {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            self.shed_now();
+            return (None, Duration::ZERO);
+        }
+        let started = Instant::now();
+        let permit = tokio::time::timeout(self.limits.queue_wait, self.in_flight.clone().acquire_owned()).await.ok().and_then(Result::ok);
+        self.queued.fetch_sub(1, Ordering::AcqRel);
+        if permit.is_none() {
+            self.shed_now();
+        }
+        (permit, started.elapsed())
+    }
+
+    /// Requests waiting for a place now.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
     }
 
     /// Room for `bytes` more of request bodies in memory, if there is; never waits.
@@ -198,6 +240,35 @@ mod tests {
         let after = gate.saturation();
         assert_eq!(after.in_flight, 0);
         assert!(after.saturated, "saturated for a while after shedding");
+    }
+
+    #[tokio::test]
+    async fn over_the_bound_requests_wait_in_a_bounded_queue_until_their_deadline() {
+        let gate = Arc::new(gate(ServeLimits { max_in_flight: 1, max_queued: 2, queue_wait: Duration::from_millis(600), ..ServeLimits::default() }));
+        let (running, waited) = gate.in_flight().await;
+        assert!(running.is_some() && waited.is_zero());
+        // Two wait; a third finds the queue full and is refused at once.
+        let first = tokio::spawn({
+            let gate = gate.clone();
+            async move { gate.in_flight().await }
+        });
+        let second = tokio::spawn({
+            let gate = gate.clone();
+            async move { gate.in_flight().await }
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(gate.queued(), 2);
+        let (refused, waited) = gate.in_flight().await;
+        assert!(refused.is_none() && waited.is_zero(), "a full queue refuses at once");
+        // The running request ends: the first in line gets its place (and keeps it).
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        drop(running);
+        let (place, waited) = first.await.unwrap();
+        assert!(place.is_some() && waited >= Duration::from_millis(100), "{waited:?}");
+        // The second waits until its deadline behind it and gets the 503.
+        let (late, waited) = second.await.unwrap();
+        assert!(late.is_none() && waited >= Duration::from_millis(600), "{waited:?}");
+        assert_eq!(gate.queued(), 0);
     }
 
     #[tokio::test]

@@ -164,13 +164,13 @@ async fn slow_clients_are_cut_off_while_normal_clients_are_served() {
     assert_eq!(ready.status().as_u16(), 200, "ready once the slow clients are gone");
 }
 
-/// 40 requests at once to a component that takes 1.5 s, with room for 4: the 4 are served, the
-/// rest get a fast 503 with Retry-After and a JSON error (never a 500), and `/readyz` says the
-/// host is saturated meanwhile.
+/// 40 requests at once to a component that takes 1.5 s, with room for 4 and no queue: the 4 are
+/// served, the rest get a fast 503 with Retry-After and a JSON error (never a 500), and `/readyz`
+/// says the host is saturated meanwhile.
 #[tokio::test]
 async fn requests_over_the_in_flight_bound_get_a_fast_503() {
     let stack = TestStack::start_parts(&[Part::Kafka]).await;
-    stack.start_host(&component("misbehave"), &["--max-in-flight", "4", "--max-instances", "8"]).await;
+    stack.start_host(&component("misbehave"), &["--max-in-flight", "4", "--max-instances", "8", "--max-queued", "0"]).await;
     let http = reqwest::Client::new();
     let host = stack.config.host_url();
 
@@ -214,6 +214,44 @@ async fn requests_over_the_in_flight_bound_get_a_fast_503() {
     e2e::eventually(Duration::from_secs(5), || async { http.get(format!("{host}/readyz")).send().await.is_ok_and(|r| r.status() == 200) })
         .await
         .expect("ready again once the burst is over");
+}
+
+/// 20 requests at once to a component that takes 1.5 s, with room for 4 and a queue of 4 that
+/// waits up to 3 s: the 4 run, the 4 queued are served when places free up (in arrival order),
+/// and the 12 the queue cannot hold get the fast 503. Nothing waits unbounded, nothing gets a 500.
+#[tokio::test]
+async fn requests_over_the_bound_wait_in_a_bounded_queue_before_a_503() {
+    let stack = TestStack::start_parts(&[Part::Kafka]).await;
+    let flags = ["--max-in-flight", "4", "--max-instances", "8", "--max-queued", "4", "--queue-wait-ms", "3000"];
+    stack.start_host(&component("misbehave"), &flags).await;
+    let http = reqwest::Client::new();
+    let host = stack.config.host_url();
+    let answers: Vec<(u16, Duration, Option<String>)> = stream::iter(0..20)
+        .map(|_| {
+            let (http, host) = (&http, &host);
+            async move {
+                let started = Instant::now();
+                let response = http.get(format!("{host}/sleep")).send().await.expect("answered");
+                let retry_after = response.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned());
+                (response.status().as_u16(), started.elapsed(), retry_after)
+            }
+        })
+        .buffer_unordered(20)
+        .collect()
+        .await;
+    let served: Vec<_> = answers.iter().filter(|a| a.0 == 200).collect();
+    let shed: Vec<_> = answers.iter().filter(|a| a.0 == 503).collect();
+    let queued_and_served = served.iter().filter(|a| a.1 >= Duration::from_millis(2500)).count();
+    println!("queue test: 20 requests, bound 4, queue 4: {} served ({queued_and_served} after queueing), {} shed", served.len(), shed.len());
+    assert_eq!(served.len() + shed.len(), 20, "only 200 or 503: {answers:?}");
+    assert!(served.len() >= 8, "the queued requests were served too: {answers:?}");
+    assert!(queued_and_served >= 4, "requests that queued were served once places freed up: {answers:?}");
+    for (_, took, retry_after) in &shed {
+        assert_eq!(retry_after.as_deref(), Some("1"));
+        assert!(*took < Duration::from_millis(3000) + CLOSE_SLACK, "a shed request waited {took:?}");
+    }
+    let waits = e2e::metric(stack.config.host_port, "host_queue_wait_seconds_count").await;
+    assert!(waits >= 4.0, "queue waits recorded: {waits}");
 }
 
 /// A deploy that runs past the deploy timeout gets 503 and leaves the serving component alone;
