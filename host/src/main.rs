@@ -67,7 +67,7 @@ struct Args {
     /// get a fast 503 with Retry-After. 0: no queue.
     #[arg(long, env = "VOTES_HOST_MAX_QUEUED", default_value_t = shed::DEFAULT_MAX_QUEUED)]
     max_queued: usize,
-    /// How long a queued request waits for its place before the 503, in ms (below
+    /// How long a queued request waits for its place before the 503, in ms (at most half of
     /// --request-timeout-ms).
     #[arg(long, env = "VOTES_HOST_QUEUE_WAIT_MS", default_value_t = shed::DEFAULT_QUEUE_WAIT.as_millis() as u64)]
     queue_wait_ms: u64,
@@ -135,12 +135,6 @@ impl Args {
         );
         anyhow::ensure!(self.max_connections > 0, "--max-connections must be at least 1");
         anyhow::ensure!(
-            self.queue_wait_ms < self.request_timeout_ms,
-            "--queue-wait-ms ({}) must be below --request-timeout-ms ({})",
-            self.queue_wait_ms,
-            self.request_timeout_ms
-        );
-        anyhow::ensure!(
             self.max_buffered_body_bytes >= self.max_body_bytes,
             "--max-buffered-body-bytes ({}) must hold at least one body of --max-body-bytes ({})",
             self.max_buffered_body_bytes,
@@ -154,7 +148,8 @@ impl Args {
             max_connections: self.max_connections,
             max_in_flight: self.max_in_flight,
             max_queued: self.max_queued,
-            queue_wait: Duration::from_millis(self.queue_wait_ms),
+            // A queued request still needs its request timeout to run: it waits at most half of it.
+            queue_wait: Duration::from_millis(self.queue_wait_ms.min(self.request_timeout_ms / 2)),
             idle_timeout: Duration::from_millis(self.idle_timeout_ms),
             max_h2_streams: self.max_h2_streams,
             drain_timeout: Duration::from_millis(self.drain_timeout_ms),
