@@ -40,7 +40,7 @@ pub struct Metrics {
     pub listen: ListenMetrics,
     /// Requests running in components (set when `/metrics` is read).
     pub in_flight: IntGauge,
-    /// Requests waiting for a place in a component.
+    /// Requests waiting for a place in a component (set when `/metrics` is read).
     pub queued: IntGauge,
     /// How long requests that had to queue waited for their place (or for their `503`).
     pub queue_wait_seconds: prometheus::Histogram,

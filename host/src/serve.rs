@@ -181,6 +181,7 @@ impl Server {
             "/metrics" => {
                 let saturation = self.gate.saturation();
                 self.metrics.in_flight.set(saturation.in_flight as i64);
+                self.metrics.queued.set(self.gate.queued() as i64);
                 let body = Full::new(Bytes::from(vote_service::render_metrics(&self.metrics.registry))).map_err(|never: std::convert::Infallible| -> wasmtime_wasi_http::Error { match never {} }).boxed_unsync();
                 return Ok(Response::new(body));
             }
@@ -233,9 +234,7 @@ impl Server {
 
     /// A place in a component, waiting in the bounded queue if all are taken; records the wait.
     async fn admit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        self.metrics.queued.set(self.gate.queued() as i64 + 1);
         let (place, waited) = self.gate.in_flight().await;
-        self.metrics.queued.set(self.gate.queued() as i64);
         if !waited.is_zero() {
             self.metrics.queue_wait_seconds.observe(waited.as_secs_f64());
         }

@@ -207,28 +207,10 @@ pub async fn run(settings: Settings, metrics: Metrics, health: Health, shutdown:
 /// Waits until Redis (with a safe eviction policy) and MongoDB answer; the health says what it
 /// waits for. `None` if shutdown came first.
 async fn connect_stores(settings: &Settings, aggregates: &[Aggregate], health: &Health, shutdown: &Shutdown) -> Option<(Counters, Logs)> {
-    let counters = loop {
-        match Counters::connect(&settings.redis_url, settings.seen_ttl, aggregates).await {
-            Ok(counters) => break counters,
-            Err(error) => {
-                let why = format!("redis at {} (--redis-url / VOTES_REDIS_URL): {error}", settings.redis_url);
-                tracing::warn!("waiting for {why}");
-                health.starting(Some(why));
-                wait(MAX_BACKOFF, shutdown).await.ok()?;
-            }
-        }
-    };
-    let logs = loop {
-        match Logs::connect(&settings.mongo_url).await {
-            Ok(logs) => break logs,
-            Err(error) => {
-                let why = format!("mongodb at {} (--mongo-url / VOTES_MONGO_URL): {error}", settings.mongo_url);
-                tracing::warn!("waiting for {why}");
-                health.starting(Some(why));
-                wait(MAX_BACKOFF, shutdown).await.ok()?;
-            }
-        }
-    };
+    let redis = format!("redis at {} (--redis-url / VOTES_REDIS_URL)", settings.redis_url);
+    let counters = retry_until_connected(&redis, health, shutdown, || Counters::connect(&settings.redis_url, settings.seen_ttl, aggregates)).await?;
+    let mongo = format!("mongodb at {} (--mongo-url / VOTES_MONGO_URL)", settings.mongo_url);
+    let logs = retry_until_connected(&mongo, health, shutdown, || Logs::connect(&settings.mongo_url)).await?;
     match counters.durability().await {
         Ok(durability) => durability.notices().into_iter().for_each(|notice| health.notice(notice)),
         Err(error) => tracing::warn!(%error, "cannot read redis' persistence settings"),
@@ -237,6 +219,27 @@ async fn connect_stores(settings: &Settings, aggregates: &[Aggregate], health: &
         health.notice("a votectl recount started and did not finish: the counters are incomplete until it is run again".to_owned());
     }
     Some((counters, logs))
+}
+
+/// Calls `connect` until it succeeds, every [`MAX_BACKOFF`], with `what` and the error as the
+/// health's starting reason meanwhile. `None` if shutdown came first.
+async fn retry_until_connected<T, E, F, Fut>(what: &str, health: &Health, shutdown: &Shutdown, mut connect: F) -> Option<T>
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    loop {
+        match connect().await {
+            Ok(connected) => return Some(connected),
+            Err(error) => {
+                let why = format!("{what}: {error}");
+                tracing::warn!("waiting for {why}");
+                health.starting(Some(why));
+                wait(MAX_BACKOFF, shutdown).await.ok()?;
+            }
+        }
+    }
 }
 
 /// Sleeps `period`, or returns early with [`Stopped`] on shutdown.

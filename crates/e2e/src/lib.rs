@@ -292,6 +292,28 @@ impl TestStack {
         logs.insert(events.iter().enumerate().map(|(i, e)| (e, origin(i)))).await.unwrap();
     }
 
+    /// The envelopes in `votes.dlq`, read from the start by a group of its own, until `count`
+    /// arrived or 30 s passed. Blocking.
+    pub fn dead_letters(&self, count: usize) -> Vec<serde_json::Value> {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        use rdkafka::message::Message;
+        let reader: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", self.config.brokers())
+            .set("group.id", format!("dlq-reader-{}", vote_core::now_ms()))
+            .set("auto.offset.reset", "earliest")
+            .create()
+            .unwrap();
+        reader.subscribe(&[vote_kafka::DLQ_TOPIC]).unwrap();
+        let mut found = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while found.len() < count && Instant::now() < deadline {
+            if let Some(Ok(message)) = reader.poll(Duration::from_millis(500)) {
+                found.push(serde_json::from_slice(message.payload().unwrap()).expect("a JSON envelope"));
+            }
+        }
+        found
+    }
+
     pub async fn logs(&self) -> mongodb::Collection<mongodb::bson::Document> {
         let client = mongodb::Client::with_uri_str(self.config.mongo_url()).await.expect("mongo client");
         client.database("votes").collection("logs")

@@ -8,8 +8,6 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use e2e::{component, eventually, health, metric, valid_votes, Load, TestStack};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use vote_stack::Part;
 
@@ -108,21 +106,11 @@ async fn poison_records_go_to_the_dead_letter_topic() {
     assert_eq!(stack.logged().await, 200);
     assert_eq!(metric(port, "consumer_dlq_messages_total").await, 15.0);
 
-    let reader: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", stack.config.brokers())
-        .set("group.id", "dlq-reader")
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
-    reader.subscribe(&[vote_kafka::DLQ_TOPIC]).unwrap();
-    let mut found: HashMap<(i32, i64), serde_json::Value> = HashMap::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while found.len() < expected.len() && Instant::now() < deadline {
-        if let Some(Ok(message)) = reader.poll(Duration::from_millis(500)) {
-            let envelope: serde_json::Value = serde_json::from_slice(message.payload().unwrap()).expect("a JSON envelope");
-            found.insert((envelope["partition"].as_i64().unwrap() as i32, envelope["offset"].as_i64().unwrap()), envelope);
-        }
-    }
+    let found: HashMap<(i32, i64), serde_json::Value> = stack
+        .dead_letters(expected.len())
+        .into_iter()
+        .map(|envelope| ((envelope["partition"].as_i64().unwrap() as i32, envelope["offset"].as_i64().unwrap()), envelope))
+        .collect();
     assert_eq!(found.len(), expected.len(), "dead letters found: {found:?}");
     for (position, (reason, payload)) in &expected {
         let envelope = &found[position];

@@ -6,29 +6,8 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use e2e::{eventually, metric, valid_votes, TestStack};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use vote_stack::Part;
-
-/// Reads `votes.dlq` from the start until `count` envelopes arrived (or 30 s passed).
-fn dead_letters(stack: &TestStack, count: usize) -> Vec<serde_json::Value> {
-    let reader: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", stack.config.brokers())
-        .set("group.id", format!("dlq-reader-{}", vote_core::now_ms()))
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
-    reader.subscribe(&[vote_kafka::DLQ_TOPIC]).unwrap();
-    let mut found = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while found.len() < count && Instant::now() < deadline {
-        if let Some(Ok(message)) = reader.poll(Duration::from_millis(500)) {
-            found.push(serde_json::from_slice(message.payload().unwrap()).expect("a JSON envelope"));
-        }
-    }
-    found
-}
 
 /// Item 1 of the hardening issue: a non-vote record of 950 KB (under the broker's limit, so any
 /// Kafka client can write it) goes to the dead-letter topic as a bounded envelope (its head,
@@ -52,7 +31,7 @@ async fn a_large_poison_record_is_dead_lettered_and_counting_goes_on() {
     println!("RECOVERY poison: 1 record of {} bytes; the 100 votes behind it counted {:?} after it was written", payload.len(), sent.elapsed());
     assert_eq!(stack.total().await, 150);
     assert_eq!(metric(port, "consumer_dlq_messages_total").await, 1.0);
-    let envelopes = dead_letters(&stack, 1);
+    let envelopes = stack.dead_letters(1);
     let envelope = envelopes.iter().find(|e| e["offset"].as_i64() == Some(delivery.offset)).expect("the dead letter of the large record");
     let size = serde_json::to_vec(envelope).unwrap().len();
     println!("dead letter of {size} bytes for a record of {} bytes", payload.len());

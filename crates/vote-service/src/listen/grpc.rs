@@ -12,7 +12,7 @@ use tower::{Layer, Service};
 
 use super::io::{ConnectionInfo, Guarded};
 use super::table::Admission;
-use super::{accept_backoff, Listener};
+use super::{accept, Listener};
 use crate::Shutdown;
 
 /// Accepts connections on `listener` within its table's bounds until shutdown (then the listening
@@ -22,28 +22,8 @@ pub fn incoming(listener: Listener, mut shutdown: Shutdown) -> impl Stream<Item 
     let (sender, receiver) = mpsc::channel(64);
     let Listener { tcp, table } = listener;
     tokio::spawn(async move {
-        let mut failures = 0u32;
         loop {
-            let accepted = tokio::select! {
-                accepted = tcp.accept() => accepted,
-                _ = shutdown.wait() => break,
-            };
-            let stream = match accepted {
-                Ok((stream, _)) => {
-                    failures = 0;
-                    stream
-                }
-                Err(error) => {
-                    failures += 1;
-                    table.metrics.accept_errors.inc();
-                    let pause = accept_backoff(failures);
-                    tracing::warn!(%error, ?pause, "accept failed; pausing");
-                    tokio::select! {
-                        _ = tokio::time::sleep(pause) => continue,
-                        _ = shutdown.wait() => break,
-                    }
-                }
-            };
+            let Some(stream) = accept(&tcp, &table, &mut shutdown).await else { break };
             let Admission::Admitted(slot) = table.admit() else {
                 drop(stream);
                 continue;

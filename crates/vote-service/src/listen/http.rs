@@ -21,7 +21,7 @@ use tokio::sync::Semaphore;
 
 use super::io::{ConnectionInfo, Guarded};
 use super::table::{Admission, RequestGuard};
-use super::{accept_backoff, Listener};
+use super::{accept, Listener};
 use crate::Shutdown;
 
 /// What `Retry-After` says to a refused client, in seconds.
@@ -122,28 +122,8 @@ where
     http.http2().timer(TokioTimer::new()).max_concurrent_streams(limits.max_h2_streams);
     let http = Arc::new(http);
     let refusals = Arc::new(Semaphore::new(MAX_REFUSALS_IN_PROGRESS));
-    let mut failures = 0u32;
     loop {
-        let accepted = tokio::select! {
-            accepted = tcp.accept() => accepted,
-            _ = shutdown.wait() => break,
-        };
-        let stream = match accepted {
-            Ok((stream, _)) => {
-                failures = 0;
-                stream
-            }
-            Err(error) => {
-                failures += 1;
-                table.metrics.accept_errors.inc();
-                let pause = accept_backoff(failures);
-                tracing::warn!(%error, ?pause, "accept failed; pausing");
-                tokio::select! {
-                    _ = tokio::time::sleep(pause) => continue,
-                    _ = shutdown.wait() => break,
-                }
-            }
-        };
+        let Some(stream) = accept(&tcp, &table, &mut shutdown).await else { break };
         let slot = match table.admit() {
             Admission::Admitted(slot) => slot,
             Admission::Refused => {

@@ -153,6 +153,31 @@ fn bind_with_backlog(addr: SocketAddr, limits: &ListenLimits) -> std::io::Result
     socket.listen(u32::try_from(limits.max_connections).unwrap_or(u32::MAX).clamp(1024, 65_535))
 }
 
+/// The next connection of `tcp`; a failed accept (out of file descriptors, say) is counted and
+/// followed by a pause that doubles while failures go on. `None` once shutdown is requested.
+pub(crate) async fn accept(tcp: &tokio::net::TcpListener, table: &ConnectionTable, shutdown: &mut crate::Shutdown) -> Option<tokio::net::TcpStream> {
+    let mut failures = 0u32;
+    loop {
+        let accepted = tokio::select! {
+            accepted = tcp.accept() => accepted,
+            _ = shutdown.wait() => return None,
+        };
+        match accepted {
+            Ok((stream, _)) => return Some(stream),
+            Err(error) => {
+                failures += 1;
+                table.metrics.accept_errors.inc();
+                let pause = accept_backoff(failures);
+                tracing::warn!(%error, ?pause, "accept failed; pausing");
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = shutdown.wait() => return None,
+                }
+            }
+        }
+    }
+}
+
 /// The pause before the next `accept` after `failures` failures in a row: doubling from the
 /// first to the longest of [`ACCEPT_BACKOFF`].
 pub fn accept_backoff(failures: u32) -> Duration {
