@@ -1,6 +1,12 @@
-//! The admin API (bearer token, loopback by default): deploy, list and roll back components.
+//! The admin API (bearer token, loopback by default): deploy, list and roll back each component of
+//! the application, and reload its manifest. Every `/components` route takes `?component=<id>`
+//! (the id in the manifest); without it, it acts on the primary component (the one routed at
+//! `/...`, or the only one).
 //!
-//! - `GET /components`: the serving component and the previous one.
+//! - `GET /app`: every component with its routes, topics, limits, load and versions.
+//! - `POST /app/reload`: re-read the manifest; routes and components added or removed take effect
+//!   at once (the same as `SIGHUP`).
+//! - `GET /components`: the serving version and the previous one.
 //! - `POST /components` with the component's bytes: compile, check, swap in (201), or refuse
 //!   with the reason (422) while the old one keeps serving. One deploy at a time: another one
 //!   meanwhile gets 409; a deploy that takes longer than the deploy timeout gets 503.
@@ -18,7 +24,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -28,6 +34,7 @@ use tokio::sync::Semaphore;
 
 use deploy_signing::{Action, Refusal, SignedOrder};
 
+use crate::app::{Application, Hosted};
 use crate::fleet::{Fleet, FleetError};
 use crate::registry::{DeployError, Registry};
 use crate::runtime::Runtime;
@@ -40,7 +47,7 @@ pub const DEFAULT_DEPLOY_TIMEOUT: Duration = Duration::from_secs(60);
 #[derive(Clone)]
 struct Admin {
     runtime: Arc<Runtime>,
-    registry: Arc<Registry>,
+    app: Arc<Application>,
     metrics: crate::metrics::Metrics,
     token: Arc<String>,
     fleet: Option<Arc<Fleet>>,
@@ -52,14 +59,16 @@ struct Admin {
 /// The admin router; every route needs `Authorization: Bearer <token>`.
 pub fn router(
     runtime: Arc<Runtime>,
-    registry: Arc<Registry>,
+    app: Arc<Application>,
     metrics: crate::metrics::Metrics,
     token: String,
     deploy_timeout: Duration,
     fleet: Option<Arc<Fleet>>,
 ) -> Router {
-    let admin = Admin { runtime, registry, metrics, token: Arc::new(token), fleet, deploy_timeout, deploying: Arc::new(Semaphore::new(1)) };
+    let admin = Admin { runtime, app, metrics, token: Arc::new(token), fleet, deploy_timeout, deploying: Arc::new(Semaphore::new(1)) };
     Router::new()
+        .route("/app", get(app_view))
+        .route("/app/reload", post(reload))
         .route("/components", get(list).post(deploy))
         .route("/components/history", get(history))
         .route("/components/stage", post(stage))
@@ -89,11 +98,54 @@ fn error(status: StatusCode, reason: &str) -> Response {
     (status, Json(serde_json::json!({ "error": reason }))).into_response()
 }
 
-async fn list(State(admin): State<Admin>) -> Response {
-    Json(admin.registry.list()).into_response()
+/// `?component=<id>` on the `/components` routes.
+#[derive(Debug, Default, serde::Deserialize)]
+struct Which {
+    component: Option<String>,
 }
 
-async fn deploy(State(admin): State<Admin>, body: Bytes) -> Response {
+impl Admin {
+    /// The component a request names, or a `404` listing the ones there are.
+    fn hosted(&self, which: &Which) -> Result<Arc<Hosted>, Response> {
+        let app = self.app.current();
+        app.component(which.component.as_deref()).cloned().ok_or_else(|| {
+            let known: Vec<&String> = app.components.keys().collect();
+            let asked: String = which.component.as_deref().unwrap_or_default().chars().take(64).collect();
+            error(StatusCode::NOT_FOUND, &format!("no component {asked:?} in the application; it has {known:?}"))
+        })
+    }
+
+    fn registry(&self, which: &Which) -> Result<Arc<Registry>, Response> {
+        self.hosted(which).map(|hosted| hosted.registry.clone())
+    }
+}
+
+async fn app_view(State(admin): State<Admin>) -> Response {
+    Json(serde_json::json!({ "primary": admin.app.current().primary, "components": admin.app.view() })).into_response()
+}
+
+async fn reload(State(admin): State<Admin>) -> Response {
+    match admin.app.reload().await {
+        Ok(reloaded) => Json(reloaded).into_response(),
+        Err(refused) => {
+            tracing::warn!(error = %refused, "manifest reload refused; the application is unchanged");
+            error(StatusCode::UNPROCESSABLE_ENTITY, &format!("{refused}; the application is unchanged"))
+        }
+    }
+}
+
+async fn list(State(admin): State<Admin>, Query(which): Query<Which>) -> Response {
+    match admin.registry(&which) {
+        Ok(registry) => Json(registry.list()).into_response(),
+        Err(missing) => missing,
+    }
+}
+
+async fn deploy(State(admin): State<Admin>, Query(which): Query<Which>, body: Bytes) -> Response {
+    let registry = match admin.registry(&which) {
+        Ok(registry) => registry,
+        Err(missing) => return missing,
+    };
     let Ok(permit) = admin.deploying.clone().try_acquire_owned() else {
         admin.metrics.swaps.with_label_values(&["deploy", "busy"]).inc();
         return error(StatusCode::CONFLICT, "another deploy is in progress (or a timed-out one is still compiling); try again when it has finished");
@@ -102,12 +154,12 @@ async fn deploy(State(admin): State<Admin>, body: Bytes) -> Response {
         match &admin.fleet {
             Some(fleet) => {
                 let _permit = permit;
-                match order(fleet, &body, "deploy") {
-                    Ok(signed) => fleet.order(signed).await.map(|()| admin.registry.list().swap_remove(0)),
+                match order(fleet, &body, "deploy", &registry.component, &admin.app.current().primary) {
+                    Ok(signed) => fleet.order(signed).await.map(|()| registry.list().swap_remove(0)),
                     Err(refused) => Err(refused),
                 }
             }
-            None => Registry::load(&admin.runtime, body.to_vec(), permit).await.map(|loaded| admin.registry.deploy(loaded)).map_err(FleetError::Refused),
+            None => Registry::load(&admin.runtime, body.to_vec(), permit).await.map(|loaded| registry.deploy(loaded)).map_err(FleetError::Refused),
         }
     };
     let Ok(outcome) = tokio::time::timeout(admin.deploy_timeout, deploying).await else {
@@ -152,36 +204,44 @@ async fn stage(State(admin): State<Admin>, body: Bytes) -> Response {
     }
 }
 
-/// The signed order in a request body, for `action` (`deploy` or `rollback`), checked before
-/// anything else is looked at; anything else is an unsigned order, refused and counted.
-fn order(fleet: &Fleet, body: &[u8], action: &str) -> Result<SignedOrder, FleetError> {
+/// The signed order in a request body, for `action` (`deploy` or `rollback`) on `component`,
+/// checked before anything else is looked at; anything else is an unsigned order, refused and
+/// counted. An order without a component is for the primary one.
+fn order(fleet: &Fleet, body: &[u8], action: &str, component: &str, primary: &str) -> Result<SignedOrder, FleetError> {
     let signed: SignedOrder = serde_json::from_slice(body).map_err(|_| fleet.refuse(Refusal::Unsigned))?;
     let matches = matches!((&signed.order.action, action), (Action::Deploy { .. }, "deploy") | (Action::Rollback, "rollback"));
     if !matches {
         return Err(fleet.refuse(Refusal::Malformed(format!("this endpoint takes a signed {action} order"))));
     }
+    if signed.order.component.as_deref().unwrap_or(primary) != component {
+        return Err(fleet.refuse(Refusal::Malformed(format!("the order is for component {:?}, not {component:?}", signed.order.component.as_deref().unwrap_or(primary)))));
+    }
     fleet.authorize(&signed)?;
     Ok(signed)
 }
 
-async fn rollback(State(admin): State<Admin>, body: Bytes) -> Response {
+async fn rollback(State(admin): State<Admin>, Query(which): Query<Which>, body: Bytes) -> Response {
+    let registry = match admin.registry(&which) {
+        Ok(registry) => registry,
+        Err(missing) => return missing,
+    };
     if let Some(fleet) = &admin.fleet {
-        let signed = match order(fleet, &body, "rollback") {
+        let signed = match order(fleet, &body, "rollback", &registry.component, &admin.app.current().primary) {
             Ok(signed) => signed,
             Err(refused) => return fleet_unavailable(&refused),
         };
-        if admin.registry.list().len() < 2 {
+        if registry.list().len() < 2 {
             return error(StatusCode::CONFLICT, "nothing to roll back to");
         }
         return match fleet.order(signed).await {
             Ok(()) => {
                 admin.metrics.swaps.with_label_values(&["rollback", "ok"]).inc();
-                Json(admin.registry.list().swap_remove(0)).into_response()
+                Json(registry.list().swap_remove(0)).into_response()
             }
             Err(failed) => fleet_unavailable(&failed),
         };
     }
-    match admin.registry.rollback() {
+    match registry.rollback() {
         Ok(info) => {
             admin.metrics.swaps.with_label_values(&["rollback", "ok"]).inc();
             Json(info).into_response()

@@ -11,7 +11,9 @@
 //!
 //! Each host folds the events it admits (signed by the key it holds, nonce never seen, not older
 //! than the last one applied; anything else is counted in `host_deploy_refusals_total` and
-//! skipped) into the same [`Plan`] (serving, previous) and swaps its [`Registry`] to match. A
+//! skipped) into the same [`Plan`] (serving, previous) per component of the application (an
+//! order names its component; one without is for the primary component) and swaps that
+//! component's [`Registry`] to match; the other components are not touched. A
 //! deploy is two steps on the admin API: the bytes are staged (published in pieces and checked),
 //! then a signed order names their digest. A component is compiled once per host, as soon as its pieces arrive, so
 //! the fleet compiles while the host that took the deploy checks it. A host started with no
@@ -30,6 +32,7 @@ use tokio::sync::{watch, OnceCell};
 
 use deploy_signing::{Guard, PublicKey, Refusal, SignedOrder};
 
+use crate::app::Application;
 use crate::deploy_auth::{Refusals, Source};
 use crate::registry::{DeployError, Loaded, Registry};
 use crate::runtime::Runtime;
@@ -196,20 +199,18 @@ pub struct Fleet {
 impl Fleet {
     /// Replays the topic, makes `registry` serve what the fleet serves, then keeps following the
     /// topic in the background. Returns once this host has caught up.
-    pub async fn start(settings: FleetSettings, runtime: Arc<Runtime>, registry: Arc<Registry>, refusals: Refusals) -> Result<Self, FleetError> {
+    pub async fn start(settings: FleetSettings, runtime: Arc<Runtime>, app: Arc<Application>, refusals: Refusals) -> Result<Self, FleetError> {
         let (consumer, end) = connect_until(&settings).await?;
         let mut publisher_settings = vote_kafka::PublisherSettings::new(settings.brokers.clone(), "votes-host-fleet");
         publisher_settings.timeout = BROKER_TIMEOUT;
         let publisher = vote_kafka::Publisher::new(&publisher_settings).map_err(|e| FleetError::Setup(e.to_string()))?;
         let shared = Arc::new(Shared { history: Mutex::default(), compiled: Mutex::default(), next_offset: watch::Sender::new(0), refused: Mutex::default() });
 
-        let initial = registry.current();
         let guard = Guard::new(settings.deploy_key.clone());
         let mut follower = Follower {
             runtime,
-            registry,
-            initial,
-            plan: Plan::default(),
+            app,
+            plans: HashMap::new(),
             pieces: HashMap::new(),
             shared: shared.clone(),
             precompile: false,
@@ -225,9 +226,12 @@ impl Fleet {
             follower.read(&message);
             next = message.offset() + 1;
         }
-        follower.sync_registry().await;
+        let components: Vec<String> = follower.plans.keys().cloned().collect();
+        for component in components {
+            follower.sync_registry(&component).await;
+        }
         shared.next_offset.send_replace(next);
-        tracing::info!(topic = %settings.topic, records = end, plan = ?follower.plan, after = ?started.elapsed(), "fleet topic replayed");
+        tracing::info!(topic = %settings.topic, records = end, plans = ?follower.plans, after = ?started.elapsed(), "fleet topic replayed");
         follower.precompile = true;
         tokio::spawn(follower.follow(consumer));
         Ok(Self { settings, publisher, shared, refusals })
@@ -358,12 +362,12 @@ async fn ensure_topic(settings: &FleetSettings) -> Result<(), FleetError> {
     }
 }
 
-/// Reads the topic and keeps the registry in step with the plan.
+/// Reads the topic and keeps each component's registry in step with its plan.
 struct Follower {
     runtime: Arc<Runtime>,
-    registry: Arc<Registry>,
-    initial: Arc<Loaded>,
-    plan: Plan,
+    app: Arc<Application>,
+    /// The plan of each component orders named, by id.
+    plans: HashMap<String, Plan>,
     /// Component pieces by digest, as they arrive.
     pieces: HashMap<String, Vec<Option<Vec<u8>>>>,
     shared: Arc<Shared>,
@@ -382,8 +386,8 @@ impl Follower {
                 Ok(message) => {
                     let (offset, changed) = (message.offset(), self.read(&message));
                     drop(message);
-                    if changed {
-                        self.sync_registry().await;
+                    if let Some(component) = changed {
+                        self.sync_registry(&component).await;
                     }
                     self.shared.next_offset.send_replace(offset + 1);
                 }
@@ -395,17 +399,17 @@ impl Follower {
         }
     }
 
-    /// Takes in one record; returns true when the plan changed.
-    fn read(&mut self, message: &BorrowedMessage<'_>) -> bool {
+    /// Takes in one record; returns the component whose plan changed.
+    fn read(&mut self, message: &BorrowedMessage<'_>) -> Option<String> {
         let key = message.key().map(String::from_utf8_lossy).unwrap_or_default();
         let payload = message.payload().unwrap_or_default();
         if let Some(piece) = key.strip_prefix("chunk/") {
             self.take_piece(piece, payload);
-            return false;
+            return None;
         }
         if !key.starts_with("event/") {
             tracing::warn!(%key, offset = message.offset(), "ignoring a record of unknown kind on the fleet topic");
-            return false;
+            return None;
         }
         let admitted = serde_json::from_slice::<Event>(payload)
             .map_err(|error| Refusal::Malformed(error.to_string()))
@@ -421,13 +425,14 @@ impl Follower {
                     // Only a deploy being answered right now reads these: keep the newest.
                     refused.retain(|offset, _| *offset > message.offset() - KEPT_REFUSALS as i64);
                 }
-                return false;
+                return None;
             }
         };
-        let applied = self.plan.apply(&event.signed.order.action);
-        tracing::info!(offset = message.offset(), action = ?event.signed.order.action, origin = %event.origin, applied, "fleet event");
+        let component = event.signed.order.component.clone().unwrap_or_else(|| self.app.current().primary.clone());
+        let applied = self.plans.entry(component.clone()).or_default().apply(&event.signed.order.action);
+        tracing::info!(offset = message.offset(), %component, action = ?event.signed.order.action, origin = %event.origin, applied, "fleet event");
         self.shared.history.lock().expect("fleet lock").push(Entry { offset: message.offset(), applied, event });
-        applied
+        applied.then_some(component)
     }
 
     /// Stores `<digest>/<index>/<count>`'s bytes.
@@ -468,10 +473,10 @@ impl Follower {
         Some(pieces.concat())
     }
 
-    /// The compiled component a slot names, compiling it on first use.
-    async fn resolve(&self, slot: &Slot) -> Option<Arc<Loaded>> {
+    /// The compiled component a slot of `registry`'s plan names, compiling it on first use.
+    async fn resolve(&self, registry: &Registry, slot: &Slot) -> Option<Arc<Loaded>> {
         let digest = match slot {
-            Slot::Initial => return Some(self.initial.clone()),
+            Slot::Initial => return Some(registry.initial.clone()),
             Slot::Digest(digest) => digest,
         };
         let cell = self.shared.cell(digest);
@@ -488,16 +493,23 @@ impl Follower {
             .ok()
     }
 
-    /// Makes the registry serve what the plan says; keeps serving the old one if it cannot.
-    async fn sync_registry(&self) {
-        let Some(serving) = self.resolve(&self.plan.serving).await else {
+    /// Makes `component`'s registry serve what its plan says; keeps serving the old one if it
+    /// cannot. A component the application does not have (an order for one a later manifest
+    /// adds) waits in its plan.
+    async fn sync_registry(&self, component: &str) {
+        let (Some(plan), Some(hosted)) = (self.plans.get(component), self.app.current().components.get(component).cloned()) else {
+            tracing::warn!(%component, "a fleet order names a component this host does not serve; kept for when it does");
             return;
         };
-        let previous = match &self.plan.previous {
-            Some(slot) => self.resolve(slot).await,
+        let registry = &hosted.registry;
+        let Some(serving) = self.resolve(registry, &plan.serving).await else {
+            return;
+        };
+        let previous = match &plan.previous {
+            Some(slot) => self.resolve(registry, slot).await,
             None => None,
         };
-        self.registry.set(serving, previous);
+        registry.set(serving, previous);
     }
 }
 

@@ -1,12 +1,16 @@
 //! The votes host: a wasmtime server that runs producer components.
 //!
-//! The component owns the HTTP handling and the vote rules; the host owns the sockets, the Kafka
-//! producer and the component's lifecycle. A request travels:
+//! The components own the HTTP handling and their rules; the host owns the sockets, the Kafka
+//! producer and each component's lifecycle. The [`app`] is what it serves: from a manifest
+//! (`spin.toml`), routes to components, each with its topics, memory cap, request timeout,
+//! share of the requests in flight and versions; or one component on every path. A request
+//! travels:
 //!
 //! 1. [`serve`]: hyper accepts it within the bounds of [`shed`] (connections, header and body
 //!    timeouts, requests in flight; a fast `503` with `Retry-After` when full), reads its body,
-//!    takes the current component from the [`registry`], and runs it in a fresh `Store`
-//!    (pooling allocator, memory cap, epoch deadline) from [`runtime`].
+//!    routes it to its component, takes a place in that component's share, takes the serving
+//!    version from its [`registry`], and runs it in a fresh `Store` (pooling allocator, the
+//!    component's memory cap and deadline) from [`runtime`].
 //! 2. The component calls the `votes:platform/publisher` import, implemented in [`publisher`]
 //!    with the same idempotent, acks=all Kafka settings as the gRPC producer.
 //! 3. The reply streams back with the serving version in `x-component-version`; [`metrics`]
@@ -22,6 +26,7 @@
 //! deploy key and checked by [`deploy_auth`] on every host.
 
 pub mod admin;
+pub mod app;
 pub mod deploy_auth;
 pub mod fleet;
 pub mod metrics;

@@ -1,5 +1,5 @@
-//! The `votes-host` binary: flags to a [`host::runtime::Runtime`], the first component, the fleet
-//! topic it follows (if any), the HTTP server and the admin API.
+//! The `votes-host` binary: flags to a [`host::runtime::Runtime`], the application (a manifest or
+//! one component), the fleet topic it follows (if any), the HTTP server and the admin API.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,20 +10,31 @@ use anyhow::Context;
 use clap::Parser;
 use host::fleet::{Fleet, FleetSettings};
 use host::metrics::Metrics;
-use host::registry::Registry;
+use host::app::{Application, Defaults, Source};
 use host::runtime::{Limits, Runtime};
 use host::serve::Server;
 use host::shed::{self, Gate, ServeLimits};
 use vote_kafka::{Publisher, PublisherSettings};
 use vote_service::config_check;
 
-/// Serves HTTP through a producer component (votes:platform/producer) and publishes to Kafka.
+/// Serves HTTP through producer components (votes:platform/producer) and publishes to Kafka.
 #[derive(Parser, Debug)]
 #[command(name = "votes-host", version)]
+#[command(group(clap::ArgGroup::new("application").required(true).args(["component", "manifest"])))]
 struct Args {
-    /// The component to serve first (a .wasm built for wasm32-wasip2).
+    /// One component to serve on every path (a .wasm built for wasm32-wasip2), publishing to
+    /// --allowed-topic.
     #[arg(long, env = "VOTES_HOST_COMPONENT")]
-    component: PathBuf,
+    component: Option<PathBuf>,
+    /// The application manifest (spin.toml): routes, components and each one's topics and
+    /// limits. Reloaded on SIGHUP or `POST /app/reload` on the admin API.
+    #[arg(long, env = "VOTES_MANIFEST", conflicts_with = "component")]
+    manifest: Option<PathBuf>,
+    /// Where the manifest's component files are, looked up by file name (for example
+    /// `$CARGO_TARGET_DIR/wasm32-wasip2/release`); by default, their paths in the manifest,
+    /// relative to its directory.
+    #[arg(long, env = "VOTES_HOST_COMPONENT_DIR", requires = "manifest")]
+    component_dir: Option<PathBuf>,
     /// Where HTTP requests are served.
     #[arg(long, env = "VOTES_HOST_ADDR", default_value = "0.0.0.0:8080")]
     listen: SocketAddr,
@@ -47,10 +58,12 @@ struct Args {
     /// (librdkafka's queue.buffering.max.messages, default 100000).
     #[arg(long, env = "VOTES_PUBLISH_QUEUE_MAX_MESSAGES")]
     publish_queue_max_messages: Option<u32>,
-    /// Topics components may publish to.
+    /// Topics the component given with --component may publish to (with --manifest, each
+    /// component's `topics`).
     #[arg(long = "allowed-topic", env = "VOTES_HOST_ALLOWED_TOPICS", value_delimiter = ',', default_value = "votes")]
     allowed_topics: Vec<String>,
-    /// The most linear memory one instance may use, in MiB.
+    /// The most linear memory one instance may use, in MiB (a component's `memory_mib` may set
+    /// less).
     #[arg(long, env = "VOTES_HOST_MEMORY_MIB", default_value_t = 64)]
     memory_mib: usize,
     /// How long one request may run, in ms (keep it above the publish timeout).
@@ -60,7 +73,8 @@ struct Args {
     #[arg(long, env = "VOTES_HOST_MAX_INSTANCES", default_value_t = 256)]
     max_instances: u32,
     /// How many requests may run in components at once; more get a fast 503 with Retry-After.
-    /// Must stay below --max-instances (a deploy's check needs an instance too).
+    /// Must stay below --max-instances (a deploy's check needs an instance too). Components
+    /// with a `max_in_flight` share take it; the others split what is left.
     #[arg(long, env = "VOTES_HOST_MAX_IN_FLIGHT", default_value_t = shed::DEFAULT_MAX_IN_FLIGHT)]
     max_in_flight: usize,
     /// How many requests may wait, in arrival order, for a place once --max-in-flight run; more
@@ -175,6 +189,21 @@ impl Args {
     }
 }
 
+/// Reloads the manifest on every SIGHUP (a refused one leaves the application as it was).
+fn spawn_reload_on_hangup(app: Arc<Application>) {
+    let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP: reload the manifest through the admin API");
+        return;
+    };
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            if let Err(error) = app.reload().await {
+                tracing::warn!(%error, "manifest reload refused; the application is unchanged");
+            }
+        }
+    });
+}
+
 /// This host's name in the fleet's history: the machine's (the pod's) name and the process id.
 fn origin() -> String {
     let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
@@ -211,11 +240,28 @@ async fn main() -> anyhow::Result<()> {
         max_instances: args.max_instances,
     };
     let metrics = if args.native { Metrics::for_path(vote_core::Path::Native.as_str()) } else { Metrics::new() };
-    let runtime = Arc::new(Runtime::new(limits, publisher.clone(), args.allowed_topics.clone())?.count_votes(metrics.votes.clone()));
-    let bytes = std::fs::read(&args.component).with_context(|| format!("reading {}", args.component.display()))?;
-    let first = Registry::load(&runtime, bytes, ()).await.with_context(|| format!("loading {}", args.component.display()))?;
-    tracing::info!(version = %first.version, "component loaded");
-    let registry = Arc::new(Registry::new(first, metrics.clone()));
+    let runtime = Arc::new(Runtime::new(limits.clone(), publisher.clone())?.count_votes(metrics.votes.clone(), metrics.publish_refused.clone()));
+    let source = match (&args.manifest, &args.component) {
+        (Some(path), _) => Source::Manifest { path: path.clone(), component_dir: args.component_dir.clone() },
+        (None, Some(path)) => Source::Single(path.clone()),
+        (None, None) => unreachable!("clap requires one of --component and --manifest"),
+    };
+    let defaults = Defaults {
+        topics: args.allowed_topics.clone(),
+        memory_bytes: limits.memory_bytes,
+        request_timeout: limits.request_timeout,
+        max_in_flight: serve_limits.max_in_flight,
+        max_queued: serve_limits.max_queued,
+        queue_wait: serve_limits.queue_wait,
+        publish_timeout: settings.timeout,
+    };
+    let app = Arc::new(Application::load(source.clone(), runtime.clone(), metrics.clone(), defaults).await.with_context(|| format!("loading the application from {source:?}"))?);
+    for component in app.view() {
+        tracing::info!(component = %component.id, version = %component.versions[0].version, routes = ?component.routes, topics = ?component.topics, max_in_flight = component.max_in_flight, "serving");
+    }
+    if matches!(source, Source::Manifest { .. }) {
+        spawn_reload_on_hangup(app.clone());
+    }
     let refusals = host::deploy_auth::Refusals::register(&metrics.registry);
     let fleet = match &args.fleet_topic {
         Some(topic) => {
@@ -227,15 +273,15 @@ async fn main() -> anyhow::Result<()> {
                 deploy_key: deploy_key.clone().expect("a fleet host has its deploy key"),
                 start_timeout: args.fleet_keys.fleet_start_timeout(),
             };
-            let fleet = Fleet::start(settings, runtime.clone(), registry.clone(), refusals).await.context("following the fleet topic")?;
-            tracing::info!(%topic, version = %registry.current().version, "following the fleet topic");
+            let fleet = Fleet::start(settings, runtime.clone(), app.clone(), refusals).await.context("following the fleet topic")?;
+            tracing::info!(%topic, "following the fleet topic");
             Some(Arc::new(fleet))
         }
         None => None,
     };
 
     if let Some(token) = token {
-        let router = host::admin::router(runtime.clone(), registry.clone(), metrics.clone(), token, Duration::from_millis(args.deploy_timeout_ms), fleet);
+        let router = host::admin::router(runtime.clone(), app.clone(), metrics.clone(), token, Duration::from_millis(args.deploy_timeout_ms), fleet);
         let bound = vote_service::spawn_http(args.admin_addr, router, shutdown.clone()).await?;
         tracing::info!(%bound, "admin API on http://{bound}/components");
     } else {
@@ -249,7 +295,7 @@ async fn main() -> anyhow::Result<()> {
         tracing::info!(producer = host::native::PRODUCER, "answering the REST endpoints natively (--native)");
     }
     let gate = Gate::new(serve_limits, listener.table());
-    let server = Arc::new(Server { runtime, registry, metrics, gate, native, shutdown: shutdown.clone() });
+    let server = Arc::new(Server { runtime, app, metrics, gate, native, shutdown: shutdown.clone() });
     host::serve::serve(listener, server, shutdown).await;
     publisher.flush(settings.timeout);
     tracing::info!("votes-host stopped");

@@ -1,5 +1,5 @@
-//! The host's Prometheus metrics: its own `host_*` metrics and the vote metrics both producers
-//! share, on path `wasm`.
+//! The host's Prometheus metrics: its own `host_*` metrics, labelled by component (its id in the
+//! application) and version, and the vote metrics both producers share, on path `wasm`.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -44,6 +44,14 @@ pub struct Metrics {
     pub queued: IntGauge,
     /// How long requests that had to queue waited for their place (or for their `503`).
     pub queue_wait_seconds: prometheus::Histogram,
+    /// Publishes refused for their topic, by component.
+    pub publish_refused: IntCounterVec,
+    /// Requests running in each component, and waiting for a place in it (set when `/metrics`
+    /// is read).
+    pub component_in_flight: IntGaugeVec,
+    pub component_queued: IntGaugeVec,
+    /// Requests shed by a component's own bound, by component.
+    pub component_shed: IntCounterVec,
     /// `votes_received_total`, `vote_ingest_seconds`, `vote_publish_failures_total` of path `wasm`.
     pub votes: VoteMetrics,
 }
@@ -61,16 +69,20 @@ impl Metrics {
     pub fn for_path(path: &str) -> Self {
         let registry = Registry::new();
         let histogram = |name: &str, help: &str| {
-            let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets()), &["version"]).expect("valid metric");
+            let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets()), &["component", "version"]).expect("valid metric");
             registry.register(Box::new(h.clone())).expect("metric registered once");
             h
         };
         let request_seconds = histogram("host_request_seconds", "Request latency until the response head");
         let instantiate_seconds = histogram("host_instantiate_seconds", "Component instantiation time per request");
         let execute_seconds = histogram("host_execute_seconds", "Component execution time per request");
-        let requests = IntCounterVec::new(Opts::new("host_requests_total", "Requests by status class and version"), &["status", "version"]).expect("valid metric");
-        let component_failures = IntCounterVec::new(Opts::new("host_component_failures_total", "Requests whose component trapped, ran out of time or memory"), &["version"]).expect("valid metric");
-        let serving = IntGaugeVec::new(Opts::new("host_component_serving", "1 for the serving component version"), &["version"]).expect("valid metric");
+        let requests = IntCounterVec::new(Opts::new("host_requests_total", "Requests by status class and version"), &["status", "component", "version"]).expect("valid metric");
+        let component_failures = IntCounterVec::new(Opts::new("host_component_failures_total", "Requests whose component trapped, ran out of time or memory"), &["component", "version"]).expect("valid metric");
+        let serving = IntGaugeVec::new(Opts::new("host_component_serving", "1 for the serving component version"), &["component", "version"]).expect("valid metric");
+        let publish_refused = IntCounterVec::new(Opts::new("host_publish_refused_total", "Publishes refused because the component was not granted the topic"), &["component"]).expect("valid metric");
+        let component_in_flight = IntGaugeVec::new(Opts::new("host_component_in_flight", "Requests running in a component (set when /metrics is read)"), &["component"]).expect("valid metric");
+        let component_queued = IntGaugeVec::new(Opts::new("host_component_queued", "Requests waiting for a place in a component (set when /metrics is read)"), &["component"]).expect("valid metric");
+        let component_shed = IntCounterVec::new(Opts::new("host_component_shed_total", "Requests answered 503 because their component's share of requests in flight and its queue were full"), &["component"]).expect("valid metric");
         let serving_since = Gauge::new("host_component_serving_since_seconds", "When the serving component version took over, Unix seconds").expect("valid metric");
         let swaps = IntCounterVec::new(Opts::new("host_component_swaps_total", "Deploys and rollbacks by result"), &["action", "result"]).expect("valid metric");
         for (action, result) in [("deploy", "ok"), ("deploy", "refused"), ("rollback", "ok")] {
@@ -83,11 +95,13 @@ impl Metrics {
             shed.with_label_values(&[reason]);
         }
         timeouts.with_label_values(&["body"]);
-        for metric in [&requests, &component_failures, &swaps, &shed, &timeouts] {
+        for metric in [&requests, &component_failures, &swaps, &shed, &timeouts, &publish_refused, &component_shed] {
             registry.register(Box::new(metric.clone())).expect("metric registered once");
         }
         let in_flight = IntGauge::new("host_requests_in_flight", "Requests running in components").expect("valid metric");
         registry.register(Box::new(serving.clone())).expect("metric registered once");
+        registry.register(Box::new(component_in_flight.clone())).expect("metric registered once");
+        registry.register(Box::new(component_queued.clone())).expect("metric registered once");
         registry.register(Box::new(in_flight.clone())).expect("metric registered once");
         registry.register(Box::new(serving_since.clone())).expect("metric registered once");
         let votes = VoteMetrics::register(&registry, path);
@@ -113,18 +127,25 @@ impl Metrics {
             in_flight,
             queued,
             queue_wait_seconds,
+            publish_refused,
+            component_in_flight,
+            component_queued,
+            component_shed,
             votes,
         }
     }
 
-    /// Marks `new` as the serving version (and `old`, if any, as no longer serving), now.
-    pub fn serve(&self, old: Option<&str>, new: &str) {
+    /// Marks `new` as the serving version of `component` (and `old`, if any, as no longer
+    /// serving), now.
+    pub fn serve(&self, component: &str, old: Option<&str>, new: &str) {
         if let Some(old) = old {
-            self.serving.with_label_values(&[old]).set(0);
+            self.serving.with_label_values(&[component, old]).set(0);
         }
-        self.serving.with_label_values(&[new]).set(1);
+        self.serving.with_label_values(&[component, new]).set(1);
         // Present at zero from the start, so the dashboards show no failures rather than no data.
-        self.component_failures.with_label_values(&[new]);
+        self.component_failures.with_label_values(&[component, new]);
+        self.publish_refused.with_label_values(&[component]);
+        self.component_shed.with_label_values(&[component]);
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or_default();
         self.serving_since.set(now);
     }

@@ -25,15 +25,20 @@ use votes::platform::publisher::{Ack, Host, Message, PublishError};
 
 pub use votes::platform::publisher::add_to_linker;
 
-/// Publishes one message if its topic is allowed, and counts it in the vote metrics. Takes owned
-/// handles so the future does not borrow the store's state (which is not `Sync`).
+/// Publishes one message if the component was granted its topic (nothing reaches the broker
+/// otherwise), and counts a message to the votes topic in the vote metrics. Takes owned handles
+/// so the future does not borrow the store's state (which is not `Sync`).
 async fn publish_one(outbox: Outbox, message: Message) -> Result<Ack, PublishError> {
     if !outbox.allowed_topics.iter().any(|t| t == &message.topic) {
-        return Err(PublishError::Refused(format!("this host only publishes to {:?}, not {:?}", outbox.allowed_topics, message.topic)));
+        if let Some(refusals) = &outbox.refusals {
+            refusals.with_label_values(&[&outbox.component]).inc();
+        }
+        let topic: String = message.topic.chars().take(64).collect();
+        return Err(PublishError::Refused(format!("component {} may only publish to {:?}, not {topic:?}", outbox.component, outbox.allowed_topics)));
     }
     let headers: Vec<(&str, &[u8])> = message.headers.iter().map(|h| (h.key.as_str(), h.value.as_slice())).collect();
     let published = outbox.publisher.publish(&message.topic, &message.key, &message.payload, &headers).await;
-    if let Some(votes) = &outbox.votes {
+    if let Some(votes) = outbox.votes.as_ref().filter(|_| message.topic == vote_core::TOPIC) {
         match &published {
             Ok(_) => votes.accepted(outbox.received.elapsed()),
             Err(error) => votes.publish_failed(error),
@@ -53,13 +58,22 @@ async fn publish_one(outbox: Outbox, message: Message) -> Result<Ack, PublishErr
 struct Outbox {
     publisher: vote_kafka::Publisher,
     allowed_topics: Arc<Vec<String>>,
+    component: Arc<str>,
     votes: Option<VoteMetrics>,
+    refusals: Option<prometheus::IntCounterVec>,
     received: Instant,
 }
 
 impl HostState {
     fn outbox(&self) -> Outbox {
-        Outbox { publisher: self.publisher.clone(), allowed_topics: self.allowed_topics.clone(), votes: self.votes.clone(), received: self.received }
+        Outbox {
+            publisher: self.publisher.clone(),
+            allowed_topics: self.allowed_topics.clone(),
+            component: self.component.clone(),
+            votes: self.votes.clone(),
+            refusals: self.refusals.clone(),
+            received: self.received,
+        }
     }
 }
 

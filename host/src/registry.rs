@@ -13,7 +13,7 @@ use wasmtime::component::Component;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use crate::metrics::Metrics;
-use crate::runtime::{HostState, Runtime};
+use crate::runtime::{HostState, Policy, Runtime};
 use crate::serve::call_component;
 
 /// A compiled, checked component ready to serve.
@@ -51,8 +51,12 @@ pub enum DeployError {
     NoPrevious,
 }
 
-/// The serving component and the one before it.
+/// The serving version of one component of the application and the one before it.
 pub struct Registry {
+    /// The component's id in the application.
+    pub component: String,
+    /// The version it was started with (what a fleet serves before any deploy).
+    pub initial: Arc<Loaded>,
     current: ArcSwap<Loaded>,
     previous: Mutex<Option<Arc<Loaded>>>,
     metrics: Metrics,
@@ -65,9 +69,9 @@ pub(crate) fn digest(bytes: &[u8]) -> String {
 }
 
 impl Registry {
-    pub fn new(first: Loaded, metrics: Metrics) -> Self {
-        metrics.serve(None, &first.version);
-        Self { current: ArcSwap::from_pointee(first), previous: Mutex::new(None), metrics }
+    pub fn new(component: &str, first: Arc<Loaded>, metrics: Metrics) -> Self {
+        metrics.serve(component, None, &first.version);
+        Self { component: component.to_owned(), initial: first.clone(), current: ArcSwap::new(first), previous: Mutex::new(None), metrics }
     }
 
     /// The component new requests run on. Requests keep the `Arc` they took, so a swap never
@@ -105,8 +109,8 @@ impl Registry {
         // Held across the swap so a rollback at the same moment sees both changes or neither.
         let mut previous = self.previous.lock().expect("registry lock");
         let old = self.current.swap(new.clone());
-        self.metrics.serve(Some(&old.version), &new.version);
-        tracing::info!(from = %old.version, to = %new.version, "component deployed");
+        self.metrics.serve(&self.component, Some(&old.version), &new.version);
+        tracing::info!(component = %self.component, from = %old.version, to = %new.version, "component deployed");
         *previous = Some(old);
         info(&new, "serving")
     }
@@ -116,8 +120,8 @@ impl Registry {
         let mut previous = self.previous.lock().expect("registry lock");
         let back = previous.take().ok_or(DeployError::NoPrevious)?;
         let replaced = self.current.swap(back.clone());
-        self.metrics.serve(Some(&replaced.version), &back.version);
-        tracing::info!(from = %replaced.version, to = %back.version, "component rolled back");
+        self.metrics.serve(&self.component, Some(&replaced.version), &back.version);
+        tracing::info!(component = %self.component, from = %replaced.version, to = %back.version, "component rolled back");
         *previous = Some(replaced);
         Ok(info(&back, "serving"))
     }
@@ -127,9 +131,8 @@ impl Registry {
     pub fn set(&self, serving: Arc<Loaded>, previous: Option<Arc<Loaded>>) {
         let replaced = self.current.swap(serving.clone());
         if !Arc::ptr_eq(&replaced, &serving) {
-            self.metrics.serving.with_label_values(&[replaced.version.as_str()]).set(0);
-            self.metrics.serving.with_label_values(&[serving.version.as_str()]).set(1);
-            tracing::info!(from = %replaced.version, to = %serving.version, "component swapped by the fleet");
+            self.metrics.serve(&self.component, Some(&replaced.version), &serving.version);
+            tracing::info!(component = %self.component, from = %replaced.version, to = %serving.version, "component swapped by the fleet");
         }
         *self.previous.lock().expect("registry lock") = previous;
     }
@@ -165,7 +168,7 @@ async fn identify(runtime: &Runtime, pre: &ProxyPre<HostState>) -> Result<Option
     let request = hyper::Request::get("http://localhost/.well-known/component")
         .body(Full::new(Bytes::new()).map_err(|never: std::convert::Infallible| -> wasmtime_wasi_http::Error { match never {} }))
         .expect("a valid request");
-    let response = call_component(runtime, pre, request, None, ()).await.map_err(|e| DeployError::Check(e.to_string()))?;
+    let response = call_component(runtime, &Policy::check(&runtime.limits), pre, request, None, ()).await.map_err(|e| DeployError::Check(e.to_string()))?;
     if !response.status().is_success() {
         return Ok(None);
     }

@@ -1,5 +1,6 @@
 //! The wasmtime side: one `Engine` (pooling allocator, epoch interruption), the `Linker` with
-//! exactly the imports a producer gets, and a fresh capability-less `Store` per request.
+//! exactly the imports a producer gets, and a fresh capability-less `Store` per request, under
+//! the [`Policy`] of the component it runs (its topics, memory cap and deadline).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,15 +24,34 @@ pub const TABLE_KEEP_RESIDENT_BYTES: usize = 4096;
 /// How many instance slots' memory is decommitted in one batch.
 pub const DECOMMIT_BATCH: usize = 16;
 
-/// Limits every instance runs under.
+/// Limits of the engine: every component's own limits ([`Policy`]) fit inside them.
 #[derive(Debug, Clone)]
 pub struct Limits {
-    /// The most linear memory one instance may grow to.
+    /// The most linear memory any instance may grow to (the pool's slot size).
     pub memory_bytes: usize,
-    /// How long one request may run before it is stopped.
+    /// How long one request may run before it is stopped, unless its component says otherwise.
     pub request_timeout: Duration,
     /// How many instances may exist at once (the pool's size).
     pub max_instances: u32,
+}
+
+/// What one component's requests run under: the topics it may publish to, its memory cap and
+/// its request timeout (from its manifest entry, or the host's flags).
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// The component's id in the application (a metrics label).
+    pub component: Arc<str>,
+    /// The topics it may publish to; a publish elsewhere is `refused`.
+    pub topics: Arc<Vec<String>>,
+    pub memory_bytes: usize,
+    pub request_timeout: Duration,
+}
+
+impl Policy {
+    /// The policy a component is checked under while it loads: no topic, the engine's limits.
+    pub fn check(limits: &Limits) -> Self {
+        Self { component: Arc::from("check"), topics: Arc::new(Vec::new()), memory_bytes: limits.memory_bytes, request_timeout: limits.request_timeout }
+    }
 }
 
 /// What a store holds for one request: WASI state with no capabilities, the HTTP context, the
@@ -43,7 +63,9 @@ pub struct HostState {
     limits: StoreLimits,
     pub(crate) publisher: vote_kafka::Publisher,
     pub(crate) allowed_topics: Arc<Vec<String>>,
+    pub(crate) component: Arc<str>,
     pub(crate) votes: Option<VoteMetrics>,
+    pub(crate) refusals: Option<prometheus::IntCounterVec>,
     pub(crate) received: Instant,
 }
 
@@ -65,12 +87,12 @@ pub struct Runtime {
     pub linker: Linker<HostState>,
     pub limits: Limits,
     publisher: vote_kafka::Publisher,
-    allowed_topics: Arc<Vec<String>>,
     votes: Option<VoteMetrics>,
+    refusals: Option<prometheus::IntCounterVec>,
 }
 
 impl Runtime {
-    pub fn new(limits: Limits, publisher: vote_kafka::Publisher, allowed_topics: Vec<String>) -> anyhow::Result<Self> {
+    pub fn new(limits: Limits, publisher: vote_kafka::Publisher) -> anyhow::Result<Self> {
         let mut pool = PoolingAllocationConfig::new();
         pool.total_component_instances(limits.max_instances)
             .total_core_instances(limits.max_instances * 4)
@@ -94,13 +116,15 @@ impl Runtime {
         let engine = Engine::new(&config)?;
         let linker = Self::linker(&engine)?;
         spawn_epoch_ticker(&engine);
-        Ok(Self { engine, linker, limits, publisher, allowed_topics: Arc::new(allowed_topics), votes: None })
+        Ok(Self { engine, linker, limits, publisher, votes: None, refusals: None })
     }
 
-    /// Counts every message the components publish as a vote in `votes` (accepted with its
-    /// ingest time, or failed by reason).
-    pub fn count_votes(mut self, votes: VoteMetrics) -> Self {
+    /// Counts every message the components publish to the votes topic as a vote in `votes`
+    /// (accepted with its ingest time, or failed by reason), and every publish refused for its
+    /// topic in `refusals` (by component).
+    pub fn count_votes(mut self, votes: VoteMetrics, refusals: prometheus::IntCounterVec) -> Self {
         self.votes = Some(votes);
+        self.refusals = Some(refusals);
         self
     }
 
@@ -119,18 +143,21 @@ impl Runtime {
         Ok(linker)
     }
 
-    /// A fresh store for one request, with the memory cap and the deadline set.
-    pub fn new_store(&self) -> Store<HostState> {
+    /// A fresh store for one request of a component under `policy`: its topics, memory cap and
+    /// deadline.
+    pub fn new_store(&self, policy: &Policy) -> Store<HostState> {
         let mut wasi = WasiCtxBuilder::new();
         wasi.allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
         let state = HostState {
             table: ResourceTable::new(),
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
-            limits: StoreLimitsBuilder::new().memory_size(self.limits.memory_bytes).trap_on_grow_failure(false).build(),
+            limits: StoreLimitsBuilder::new().memory_size(policy.memory_bytes.min(self.limits.memory_bytes)).trap_on_grow_failure(false).build(),
             publisher: self.publisher.clone(),
-            allowed_topics: self.allowed_topics.clone(),
+            allowed_topics: policy.topics.clone(),
+            component: policy.component.clone(),
             votes: self.votes.clone(),
+            refusals: self.refusals.clone(),
             received: Instant::now(),
         };
         let mut store = Store::new(&self.engine, state);
@@ -138,7 +165,7 @@ impl Runtime {
         // Every tick a running guest yields to the async runtime (so a guest that computes for
         // long never takes a worker thread from the others), and past the request timeout it is
         // stopped.
-        let deadline = Instant::now() + self.limits.request_timeout;
+        let deadline = Instant::now() + policy.request_timeout;
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| {
             if Instant::now() >= deadline {

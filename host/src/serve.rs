@@ -1,7 +1,8 @@
 //! The HTTP side: the guarded listener ([`vote_service::listen`]) accepts connections within their
-//! bounds, each request's body is read within its timeout and the body memory budget, and the
-//! request runs in a fresh instance of the current component within the in-flight bound of
-//! [`crate::shed`]; `/healthz`, `/readyz` and `/metrics` are answered by the host itself.
+//! bounds, each request's body is read within its timeout and the body memory budget, the route
+//! table of the [`crate::app`] picks its component, and the request runs in a fresh instance of
+//! that component's serving version within the component's own share of places and queue;
+//! `/healthz`, `/readyz` and `/metrics` are answered by the host itself.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,9 +20,9 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::WasiHttpView;
 
+use crate::app::{Application, Hosted};
 use crate::metrics::Metrics;
-use crate::registry::Registry;
-use crate::runtime::{HostState, Runtime};
+use crate::runtime::{HostState, Policy, Runtime};
 use crate::shed::{Gate, Shed};
 
 /// The response header naming the component version that served the request.
@@ -57,6 +58,7 @@ enum Ended {
 /// ends, or at the latest [`WAIT_GRACE`] after the request timeout.
 pub async fn call_component<B>(
     runtime: &Runtime,
+    policy: &Policy,
     pre: &ProxyPre<HostState>,
     request: Request<B>,
     timings: Option<(&Metrics, &str)>,
@@ -67,8 +69,8 @@ where
     B::Error: Into<wasmtime_wasi_http::Error>,
 {
     let started = Instant::now();
-    let bound = runtime.limits.request_timeout + WAIT_GRACE;
-    let mut store = runtime.new_store();
+    let bound = policy.request_timeout + WAIT_GRACE;
+    let mut store = runtime.new_store(policy);
     let (sender, receiver) = tokio::sync::oneshot::channel();
     let incoming = store.data_mut().http().new_incoming_request(Scheme::Http, request).map_err(ComponentError::Instantiate)?;
     let outparam = store.data_mut().http().new_response_outparam(sender).map_err(ComponentError::Instantiate)?;
@@ -80,10 +82,11 @@ where
         }
     })?;
     let instantiated = Instant::now();
-    if let Some((metrics, version)) = timings {
-        metrics.instantiate_seconds.with_label_values(&[version]).observe((instantiated - started).as_secs_f64());
+    let labels = timings.map(|(m, v)| (m, [&*policy.component, v]));
+    if let Some((metrics, labels)) = labels {
+        metrics.instantiate_seconds.with_label_values(&labels).observe((instantiated - started).as_secs_f64());
     }
-    let execute_metric = timings.map(|(m, v)| (m.execute_seconds.with_label_values(&[v]), m.component_failures.with_label_values(&[v])));
+    let execute_metric = labels.map(|(m, labels)| (m.execute_seconds.with_label_values(&labels), m.component_failures.with_label_values(&labels)));
     let task = tokio::spawn(async move {
         let handled = tokio::time::timeout(bound, proxy.wasi_http_incoming_handler().call_handle(&mut store, incoming, outparam)).await;
         // The instance goes back to the pool before the place it held is given up.
@@ -162,7 +165,7 @@ fn body_error(status: StatusCode, reason: String) -> Response<HyperOutgoingBody>
 /// Everything a request needs.
 pub struct Server {
     pub runtime: Arc<Runtime>,
-    pub registry: Arc<Registry>,
+    pub app: Arc<Application>,
     pub metrics: Metrics,
     pub gate: Gate,
     /// The native baseline answering instead of the component (`--native`).
@@ -182,41 +185,45 @@ impl Server {
                 let saturation = self.gate.saturation();
                 self.metrics.in_flight.set(saturation.in_flight as i64);
                 self.metrics.queued.set(self.gate.queued() as i64);
+                self.app.record_load();
                 let body = Full::new(Bytes::from(vote_service::render_metrics(&self.metrics.registry))).map_err(|never: std::convert::Infallible| -> wasmtime_wasi_http::Error { match never {} }).boxed_unsync();
                 return Ok(Response::new(body));
             }
             _ => {}
         }
-        let component = self.registry.current();
+        let app = self.app.current();
+        let Some(hosted) = app.route(request.uri().path()).cloned() else {
+            let path: String = request.uri().path().chars().take(128).collect();
+            return Ok(json_response(StatusCode::NOT_FOUND, serde_json::json!({ "error": format!("no component serves {path}"), "field": "path" })));
+        };
+        drop(app);
+        let component = hosted.registry.current();
         let version = match self.native {
             Some(_) => crate::native::PRODUCER,
             None => component.version.as_str(),
         };
         let mut response = match self.read_body(request).await {
             Err(refused) => refused,
-            Ok((request, body_memory)) => match self.admit().await {
-                None => {
-                    self.metrics.shed.with_label_values(&[Shed::InFlight.label()]).inc();
-                    overloaded(Shed::InFlight)
-                }
+            Ok((request, body_memory)) => match self.admit(&hosted).await {
+                None => overloaded(Shed::InFlight),
                 Some(place) if self.native.is_some() => {
                     let native = self.native.as_ref().expect("checked");
                     let response = native.handle(request, started).await;
                     drop((place, body_memory));
                     response
                 }
-                Some(place) => match call_component(&self.runtime, &component.pre, request, Some((&self.metrics, version)), (place, body_memory)).await {
+                Some(place) => match call_component(&self.runtime, &hosted.policy, &component.pre, request, Some((&self.metrics, version)), (place, body_memory)).await {
                     Ok(response) => response,
                     Err(ComponentError::NoInstance) => {
                         self.metrics.shed.with_label_values(&["instances"]).inc();
                         overloaded(Shed::InFlight)
                     }
                     Err(error @ ComponentError::TimedOut(_)) => {
-                        tracing::warn!(version, %error, "component timed out");
+                        tracing::warn!(component = %hosted.id, version, %error, "component timed out");
                         unavailable(serde_json::json!({ "error": error.to_string(), "field": null }))
                     }
                     Err(error) => {
-                        tracing::warn!(version, %error, "component failed");
+                        tracing::warn!(component = %hosted.id, version, %error, "component failed");
                         json_response(StatusCode::INTERNAL_SERVER_ERROR, serde_json::json!({ "error": error.to_string(), "field": "component" }))
                     }
                 },
@@ -226,19 +233,33 @@ impl Server {
             response.headers_mut().insert(VERSION_HEADER, value);
         }
         let class = format!("{}xx", response.status().as_u16() / 100);
-        self.metrics.requests.with_label_values(&[class.as_str(), version]).inc();
-        self.metrics.record_vote_response(response.status().as_u16());
-        self.metrics.request_seconds.with_label_values(&[version]).observe(started.elapsed().as_secs_f64());
+        self.metrics.requests.with_label_values(&[class.as_str(), &hosted.id, version]).inc();
+        if hosted.counts_votes() {
+            self.metrics.record_vote_response(response.status().as_u16());
+        }
+        self.metrics.request_seconds.with_label_values(&[&hosted.id, version]).observe(started.elapsed().as_secs_f64());
         Ok(response)
     }
 
-    /// A place in a component, waiting in the bounded queue if all are taken; records the wait.
-    async fn admit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        let (place, waited) = self.gate.in_flight().await;
+    /// A place in `hosted`, waiting in its bounded queue if all its places are taken, then in
+    /// the host's bound (which the components' shares fit in); records the wait and counts a
+    /// refusal. `None`: the request gets the fast `503`.
+    async fn admit(&self, hosted: &Hosted) -> Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)> {
+        let (place, waited) = hosted.admission.enter().await;
         if !waited.is_zero() {
             self.metrics.queue_wait_seconds.observe(waited.as_secs_f64());
         }
-        place
+        let Some(place) = place else {
+            self.gate.shed_now();
+            self.metrics.component_shed.with_label_values(&[&hosted.id]).inc();
+            self.metrics.shed.with_label_values(&[Shed::InFlight.label()]).inc();
+            return None;
+        };
+        let Some(host_place) = self.gate.try_in_flight() else {
+            self.metrics.shed.with_label_values(&[Shed::InFlight.label()]).inc();
+            return None;
+        };
+        Some((place, host_place))
     }
 
     /// Checks the request's authority, then reads the whole body, within the body timeout, the
@@ -301,7 +322,10 @@ impl Server {
         let saturation = self.gate.saturation();
         let version = match self.native {
             Some(_) => crate::native::PRODUCER.to_owned(),
-            None => self.registry.current().version.clone(),
+            None => {
+                let app = self.app.current();
+                app.component(None).map(|hosted| hosted.registry.current().version.clone()).unwrap_or_default()
+            }
         };
         if self.shutdown.requested() {
             return unavailable(serde_json::json!({ "status": "draining", "version": version, "limits": saturation }));

@@ -105,13 +105,65 @@ impl Shed {
     }
 }
 
+/// One bound on requests running at once, with a bounded FIFO queue in front of it: the host's
+/// bound ([`Gate`]) and each component's share of it.
+pub struct Admission {
+    in_flight: Arc<Semaphore>,
+    max_in_flight: usize,
+    /// Requests waiting for a place now.
+    queued: AtomicUsize,
+    max_queued: usize,
+    queue_wait: Duration,
+}
+
+impl Admission {
+    pub fn new(max_in_flight: usize, max_queued: usize, queue_wait: Duration) -> Self {
+        Self { in_flight: Arc::new(Semaphore::new(max_in_flight)), max_in_flight, queued: AtomicUsize::new(0), max_queued, queue_wait }
+    }
+
+    /// A place at once, if one is free.
+    pub fn try_enter(&self) -> Option<OwnedSemaphorePermit> {
+        self.in_flight.clone().try_acquire_owned().ok()
+    }
+
+    /// A place at once if one is free, else after waiting in arrival order (tokio's semaphore is
+    /// fair) for at most the queue wait, if fewer than `max_queued` already wait. `None`: the
+    /// request gets the fast `503`. Reports how long it waited.
+    pub async fn enter(&self) -> (Option<OwnedSemaphorePermit>, Duration) {
+        if let Some(permit) = self.try_enter() {
+            return (Some(permit), Duration::ZERO);
+        }
+        let waiting = self.queued.fetch_add(1, Ordering::AcqRel);
+        if waiting >= self.max_queued || self.queue_wait.is_zero() {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            return (None, Duration::ZERO);
+        }
+        let started = Instant::now();
+        let permit = tokio::time::timeout(self.queue_wait, self.in_flight.clone().acquire_owned()).await.ok().and_then(Result::ok);
+        self.queued.fetch_sub(1, Ordering::AcqRel);
+        (permit, started.elapsed())
+    }
+
+    /// Requests waiting for a place now.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
+    }
+
+    /// Requests holding a place now.
+    pub fn running(&self) -> usize {
+        self.max_in_flight - self.in_flight.available_permits()
+    }
+
+    pub fn max_in_flight(&self) -> usize {
+        self.max_in_flight
+    }
+}
+
 /// The bounds on requests, and when a client was last turned away.
 pub struct Gate {
     pub limits: ServeLimits,
     connections: Arc<ConnectionTable>,
-    in_flight: Arc<Semaphore>,
-    /// Requests waiting for a place in `in_flight` now.
-    queued: AtomicUsize,
+    in_flight: Admission,
     body_bytes: Arc<Semaphore>,
     started: Instant,
     /// Milliseconds since `started` of the last shed, plus one (0: never).
@@ -132,8 +184,7 @@ pub struct Saturation {
 impl Gate {
     pub fn new(limits: ServeLimits, connections: Arc<ConnectionTable>) -> Self {
         Self {
-            in_flight: Arc::new(Semaphore::new(limits.max_in_flight)),
-            queued: AtomicUsize::new(0),
+            in_flight: Admission::new(limits.max_in_flight, limits.max_queued, limits.queue_wait),
             body_bytes: Arc::new(Semaphore::new(limits.max_buffered_body_bytes)),
             connections,
             limits,
@@ -144,7 +195,7 @@ impl Gate {
 
     /// A place for one more request in a component, if there is one; never waits.
     pub fn try_in_flight(&self) -> Option<OwnedSemaphorePermit> {
-        let permit = self.in_flight.clone().try_acquire_owned().ok();
+        let permit = self.in_flight.try_enter();
         if permit.is_none() {
             self.shed_now();
         }
@@ -156,27 +207,16 @@ impl Gate {
     /// `max_queued` already wait. `None`: the request gets the fast `503`. Reports how long it
     /// waited.
     pub async fn in_flight(&self) -> (Option<OwnedSemaphorePermit>, Duration) {
-        if let Some(permit) = self.in_flight.clone().try_acquire_owned().ok() {
-            return (Some(permit), Duration::ZERO);
-        }
-        let waiting = self.queued.fetch_add(1, Ordering::AcqRel);
-        if waiting >= self.limits.max_queued || self.limits.queue_wait.is_zero() {
-            self.queued.fetch_sub(1, Ordering::AcqRel);
-            self.shed_now();
-            return (None, Duration::ZERO);
-        }
-        let started = Instant::now();
-        let permit = tokio::time::timeout(self.limits.queue_wait, self.in_flight.clone().acquire_owned()).await.ok().and_then(Result::ok);
-        self.queued.fetch_sub(1, Ordering::AcqRel);
+        let (permit, waited) = self.in_flight.enter().await;
         if permit.is_none() {
             self.shed_now();
         }
-        (permit, started.elapsed())
+        (permit, waited)
     }
 
-    /// Requests waiting for a place now.
+    /// Requests waiting for a place in the host's bound now.
     pub fn queued(&self) -> usize {
-        self.queued.load(Ordering::Acquire)
+        self.in_flight.queued()
     }
 
     /// Room for `bytes` more of request bodies in memory, if there is; never waits.
@@ -196,7 +236,7 @@ impl Gate {
 
     pub fn saturation(&self) -> Saturation {
         let connections = self.connections.open();
-        let in_flight = self.limits.max_in_flight - self.in_flight.available_permits();
+        let in_flight = self.in_flight.running();
         let last = self.last_shed_ms.load(Ordering::Relaxed);
         let recently_shed = last != 0 && self.started.elapsed().as_millis() as u64 + 1 - last < SATURATED_HOLD.as_millis() as u64;
         Saturation {

@@ -111,7 +111,7 @@ mod tests {
     use crate::order::{Action, Order};
 
     fn order(at: u64, nonce: &str) -> Order {
-        Order { action: Action::Rollback, at_unix_ms: at, nonce: nonce.into() }
+        Order { action: Action::Rollback, at_unix_ms: at, nonce: nonce.into(), component: None }
     }
 
     #[test]

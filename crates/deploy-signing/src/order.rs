@@ -31,6 +31,11 @@ pub struct Order {
     pub at_unix_ms: u64,
     /// 16 random bytes, hex: an order is applied once.
     pub nonce: String,
+    /// The component of the application it is for (its id in the manifest); none: the host's
+    /// primary component (the one serving `/...`, or the only one), as orders before the
+    /// platform had it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub component: Option<String>,
 }
 
 /// An order with the signature of the fleet's private key over [`Order::message`].
@@ -52,7 +57,12 @@ impl Order {
     /// A new order for `action`, at this machine's time, with a fresh nonce.
     pub fn new(action: Action) -> Result<Self, KeyError> {
         let nonce = random_bytes::<16>()?.iter().map(|b| format!("{b:02x}")).collect();
-        Ok(Self { action, at_unix_ms: now_unix_ms(), nonce })
+        Ok(Self { action, at_unix_ms: now_unix_ms(), nonce, component: None })
+    }
+
+    /// A new order for `action` on component `component` (its manifest id; `None`: the primary).
+    pub fn for_component(component: Option<&str>, action: Action) -> Result<Self, KeyError> {
+        Ok(Self { component: component.map(str::to_owned), ..Self::new(action)? })
     }
 
     /// The bytes signed: a domain tag, then each field as its length (8 bytes, little endian)
@@ -65,7 +75,9 @@ impl Order {
         let at = self.at_unix_ms.to_string();
         let fields: [&str; 6] = [kind, digest, &size, version, &at, &self.nonce];
         let mut message = DOMAIN.to_vec();
-        for field in fields {
+        // An order for a named component signs its id too; one without signs what orders before
+        // the platform signed, so their signatures stay valid.
+        for field in fields.into_iter().chain(self.component.as_deref()) {
             message.extend_from_slice(&(field.len() as u64).to_le_bytes());
             message.extend_from_slice(field.as_bytes());
         }
@@ -101,7 +113,8 @@ mod tests {
         let signed = Order::new(deploy()).unwrap().sign(&key);
         assert!(signed.signed_by(&key.public()));
         assert!(!signed.signed_by(&SecretKey::generate().unwrap().public()), "another key");
-        let changes: [fn(&mut Order); 6] = [
+        let changes: [fn(&mut Order); 7] = [
+            |o| o.component = Some("weather-rest".into()),
             |o| o.action = Action::Rollback,
             |o| o.action = Action::Deploy { digest: "sha256:cd".into(), version: "vote-rest@0.1.0".into(), size: 10 },
             |o| o.action = Action::Deploy { digest: "sha256:ab".into(), version: "vote-rest@0.1.1".into(), size: 10 },
@@ -127,14 +140,21 @@ mod tests {
         assert_eq!(json["nonce"].as_str().unwrap().len(), 32);
         let back: SignedOrder = serde_json::from_value(json).unwrap();
         assert!(back.signed_by(&key.public()));
+        let other = Order::for_component(Some("weather-rest"), Action::Rollback).unwrap().sign(&key);
+        let json = serde_json::to_value(&other).unwrap();
+        assert_eq!(json["component"].as_str(), Some("weather-rest"));
+        let mut moved: SignedOrder = serde_json::from_value(json).unwrap();
+        assert!(moved.signed_by(&key.public()));
+        moved.order.component = Some("vote-rest".into());
+        assert!(!moved.signed_by(&key.public()), "an order cannot be moved to another component");
         let legacy: SignedOrder = serde_json::from_str(r#"{"action":"rollback","at_unix_ms":1,"nonce":"n"}"#).unwrap();
         assert!(legacy.signature.is_empty());
     }
 
     #[test]
     fn fields_cannot_be_shifted_into_each_other() {
-        let a = Order { action: Action::Deploy { digest: "ab".into(), version: "c".into(), size: 1 }, at_unix_ms: 1, nonce: "n".into() };
-        let b = Order { action: Action::Deploy { digest: "a".into(), version: "bc".into(), size: 1 }, at_unix_ms: 1, nonce: "n".into() };
+        let a = Order { action: Action::Deploy { digest: "ab".into(), version: "c".into(), size: 1 }, at_unix_ms: 1, nonce: "n".into(), component: None };
+        let b = Order { action: Action::Deploy { digest: "a".into(), version: "bc".into(), size: 1 }, at_unix_ms: 1, nonce: "n".into(), component: None };
         assert_ne!(a.message(), b.message());
     }
 }

@@ -122,6 +122,8 @@ impl TestStack {
         config.state_dir = dir.path().to_owned();
         config.bin_dir = bin_dir();
         config.reuse_running = false;
+        // Tests name what each process serves and counts; `start_app_host` gives a manifest.
+        config.manifest = None;
         config.kafka_port = free_port();
         config.redis_port = free_port();
         config.mongo_port = free_port();
@@ -180,6 +182,20 @@ impl TestStack {
     pub async fn start_host(&self, component: &std::path::Path, extra_args: &[&str]) {
         let mut config = self.config.clone();
         config.component = component.to_owned();
+        let token = config.admin_token_path();
+        std::fs::create_dir_all(token.parent().unwrap()).unwrap();
+        std::fs::write(&token, ADMIN_TOKEN).unwrap();
+        let launch = config.launch(Part::Host).args(extra_args);
+        self.supervisor.spawn(&launch).expect("starting votes-host");
+        vote_stack::stack::wait_ready(&config, &self.supervisor, Part::Host).await.expect("votes-host ready");
+    }
+
+    /// Starts the wasm host serving the application of `manifest` (its components looked up by
+    /// file name among those `make components` built) with extra flags; waits until it is ready.
+    pub async fn start_app_host(&self, manifest: &std::path::Path, extra_args: &[&str]) {
+        let mut config = self.config.clone();
+        config.component = component("vote_rest");
+        config.manifest = Some(manifest.to_owned());
         let token = config.admin_token_path();
         std::fs::create_dir_all(token.parent().unwrap()).unwrap();
         std::fs::write(&token, ADMIN_TOKEN).unwrap();

@@ -136,7 +136,7 @@ async fn misbehaving_components_fail_only_their_own_request() {
     let answered = healthy.await.unwrap();
     assert!(answered > 10, "the host served {answered} other requests meanwhile");
     let metrics = reqwest::get(format!("{host}/metrics")).await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("host_component_failures_total{version=\"misbehave@0.1.0\"} 3"), "{metrics}");
+    assert!(metrics.contains("host_component_failures_total{component=\"misbehave\",version=\"misbehave@0.1.0\"} 3"), "{metrics}");
 }
 
 /// Votes at 64 connections while the component is deployed and rolled back five times: every

@@ -2,6 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
+use anyhow::Context;
+
 use crate::process::Launch;
 
 /// The local Redis' `maxmemory`: the counters of a few million keyed votes within their
@@ -89,8 +91,11 @@ pub struct StackConfig {
     pub native_port: u16,
     pub results_port: u16,
     pub prometheus_port: u16,
-    /// The component the host serves first.
+    /// The component the host serves when there is no manifest (and the native baseline's).
     pub component: PathBuf,
+    /// The application manifest (`spin.toml`): the host serves its components (found by file
+    /// name next to `component`), the consumer counts its workloads, the results app shows them.
+    pub manifest: Option<PathBuf>,
     /// Partitions of the votes topic.
     pub partitions: i32,
     /// The `tansu` binary (built with the `libsql` feature for SQLite storage).
@@ -152,6 +157,7 @@ impl StackConfig {
             results_port: DEFAULT_RESULTS_PORT,
             prometheus_port: DEFAULT_PROMETHEUS_PORT,
             component: default_component(&bin_dir),
+            manifest: Some(repo_root().join("spin.toml")).filter(|path| path.is_file()),
             partitions: vote_kafka::DEFAULT_PARTITIONS,
             tansu_bin: find_program("tansu"),
             redis_bin: find_program("redis-server"),
@@ -160,6 +166,33 @@ impl StackConfig {
             bin_dir,
             reuse_running: true,
         }
+    }
+
+    /// `launch` told where the manifest is, when there is one.
+    fn with_manifest(&self, launch: Launch) -> Launch {
+        match &self.manifest {
+            Some(manifest) => launch.env("VOTES_MANIFEST", manifest.display().to_string()),
+            None => launch,
+        }
+    }
+
+    /// The host's application: the manifest's components, found by file name where `make
+    /// components` put them (next to `component`), or `component` alone.
+    fn with_application(&self, launch: Launch) -> Launch {
+        match &self.manifest {
+            Some(manifest) => {
+                let dir = self.component.parent().map(|d| d.display().to_string()).unwrap_or_default();
+                launch.env("VOTES_MANIFEST", manifest.display().to_string()).env("VOTES_HOST_COMPONENT_DIR", dir)
+            }
+            None => launch.env("VOTES_HOST_COMPONENT", self.component.display().to_string()),
+        }
+    }
+
+    /// The topics of the manifest's JSON workloads (created with the votes topic), or none.
+    pub fn workload_topics(&self) -> anyhow::Result<Vec<String>> {
+        let Some(path) = &self.manifest else { return Ok(Vec::new()) };
+        let manifest = vote_platform::Manifest::load(path).with_context(|| format!("reading the manifest {}", path.display()))?;
+        Ok(manifest.workloads.values().filter(|w| w.format == vote_platform::workload::Format::Json).map(|w| w.topic.clone()).collect())
     }
 
     pub fn brokers(&self) -> String {
@@ -275,7 +308,8 @@ impl StackConfig {
                 .args(["--log-file", &self.state_dir.join("logs/mongodb-server.log").display().to_string()])
                 .args(["--pid-file", &data.join("nx-27017.pid").display().to_string()])
                 .data_dir(data),
-            Part::Consumer => Launch::new(part.name(), self.bin_dir.join("consumer"))
+            Part::Consumer => self
+                .with_manifest(Launch::new(part.name(), self.bin_dir.join("consumer")))
                 .env("VOTES_KAFKA_BROKERS", self.brokers())
                 .env("VOTES_REDIS_URL", self.redis_url())
                 .env("VOTES_MONGO_URL", self.mongo_url())
@@ -284,9 +318,9 @@ impl StackConfig {
                 .env("VOTES_KAFKA_BROKERS", self.brokers())
                 .env("VOTES_GRPC_ADDR", format!("{host}:{}", self.grpc_port))
                 .env("VOTES_GRPC_METRICS_ADDR", format!("{host}:{}", self.grpc_metrics_port)),
-            Part::Host => Launch::new(part.name(), self.bin_dir.join("votes-host"))
+            Part::Host => self
+                .with_application(Launch::new(part.name(), self.bin_dir.join("votes-host")))
                 .env("VOTES_KAFKA_BROKERS", self.brokers())
-                .env("VOTES_HOST_COMPONENT", self.component.display().to_string())
                 .env("VOTES_HOST_ADDR", format!("{host}:{}", self.host_port))
                 .env("VOTES_HOST_ADMIN_ADDR", format!("127.0.0.1:{}", self.host_admin_port))
                 .env("VOTES_ADMIN_TOKEN_FILE", self.admin_token_path().display().to_string())
@@ -299,7 +333,8 @@ impl StackConfig {
                 .env("VOTES_HOST_COMPONENT", self.component.display().to_string())
                 .env("VOTES_HOST_ADDR", format!("{host}:{}", self.native_port))
                 .env("VOTES_HOST_DRAIN_TIMEOUT_MS", crate::stack::HOST_DRAIN.as_millis().to_string()),
-            Part::Results => Launch::new(part.name(), self.bin_dir.join("results"))
+            Part::Results => self
+                .with_manifest(Launch::new(part.name(), self.bin_dir.join("results")))
                 .env("VOTES_REDIS_URL", self.redis_url())
                 .env("VOTES_MONGO_URL", self.mongo_url())
                 .env("VOTES_RESULTS_ADDR", format!("{host}:{}", self.results_port)),

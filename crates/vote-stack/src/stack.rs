@@ -97,6 +97,11 @@ pub async fn up(config: &StackConfig, supervisor: &Supervisor, parts: &[Part]) -
             vote_kafka::ensure_topic(&config.brokers(), vote_kafka::DLQ_TOPIC, config.partitions)
                 .await
                 .context("creating the dead-letter topic")?;
+            for topic in config.workload_topics()? {
+                vote_kafka::ensure_topic(&config.brokers(), &topic, config.partitions)
+                    .await
+                    .with_context(|| format!("creating the workload topic {topic}"))?;
+            }
         }
         report.push(PartStatus {
             part: part.name(),

@@ -57,6 +57,11 @@ pub enum ComponentCommand {
     Rollback,
     /// The fleet's deploys and rollbacks, oldest first (hosts that follow a fleet topic).
     History,
+    /// Every component of the application: routes, topics, limits, load and versions.
+    App,
+    /// Make the host re-read its manifest: routes and components added or removed take effect
+    /// without a restart.
+    Reload,
     /// Make a fleet deploy key pair: the private key (mode 0600) and KEY.pub for the hosts
     /// (--deploy-public-key-file, or its text in VOTES_DEPLOY_PUBLIC_KEY).
     Keygen {
@@ -81,6 +86,10 @@ pub struct ComponentArgs {
     /// host with no fleet topic takes them].
     #[arg(long, env = "VOTES_DEPLOY_KEY_FILE")]
     pub deploy_key_file: Option<PathBuf>,
+    /// The component to deploy, list or roll back (its id in the manifest, e.g. weather-rest)
+    /// [default: the primary one, routed at `/...`].
+    #[arg(long, global = true)]
+    pub component: Option<String>,
     #[command(subcommand)]
     pub command: ComponentCommand,
 }

@@ -37,10 +37,12 @@ pub async fn run(config: &StackConfig, args: ComponentArgs) -> anyhow::Result<()
         println!("deploy key {} (keep it private), public key {} (give it to the hosts)", path.display(), public.display());
         return Ok(());
     }
-    let client = AdminClient::new(reqwest::Client::new(), &config.host_admin_url(), token(config, &args)?, deploy_key(config, &args)?);
+    let client = AdminClient::new(reqwest::Client::new(), &config.host_admin_url(), token(config, &args)?, deploy_key(config, &args)?).for_component(args.component.clone());
     let (status, body) = match &args.command {
         ComponentCommand::List => client.list().await?,
         ComponentCommand::History => client.history().await?,
+        ComponentCommand::App => client.app().await?,
+        ComponentCommand::Reload => client.reload().await?,
         ComponentCommand::Rollback => client.rollback().await?,
         ComponentCommand::Deploy { file } => client.deploy(std::fs::read(file).with_context(|| format!("reading {}", file.display()))?).await?,
         ComponentCommand::Keygen { .. } => unreachable!("handled above"),
