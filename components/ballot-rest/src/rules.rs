@@ -109,4 +109,13 @@ mod tests {
         assert_eq!(field_of(missing), "municipio");
         assert!(ballot(ok.to_string().as_bytes()).is_ok());
     }
+
+    #[test]
+    fn every_shipped_sample_passes() {
+        let samples: Vec<serde_json::Value> = serde_json::from_str(include_str!("../../../data/ballots.json")).unwrap();
+        assert!(samples.len() >= 200);
+        for sample in samples {
+            assert!(ballot(sample.to_string().as_bytes()).is_ok(), "{sample}");
+        }
+    }
 }

@@ -80,4 +80,13 @@ mod tests {
             _ => r#""sunny""#,
         }
     }
+
+    #[test]
+    fn every_shipped_sample_passes() {
+        let samples: Vec<serde_json::Value> = serde_json::from_str(include_str!("../../../data/weather.json")).unwrap();
+        assert!(samples.len() >= 200);
+        for sample in samples {
+            assert!(report(sample.to_string().as_bytes()).is_ok(), "{sample}");
+        }
+    }
 }
