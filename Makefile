@@ -5,7 +5,7 @@ export CARGO_TARGET_DIR
 VOTECTL := $(CARGO_TARGET_DIR)/release/votectl
 WASM_DIR := $(CARGO_TARGET_DIR)/wasm32-wasip2/release
 
-.PHONY: setup components build up down status test bench loadtest compare clean-state
+.PHONY: setup components build up down status test bench loadtest loadtest-weather compare clean-state
 
 setup:
 	@bash scripts/setup.sh
@@ -60,6 +60,15 @@ LOADTEST_RUN_TIME ?= 30s
 loadtest: setup
 	VOTECTL=$(VOTECTL) .venv/bin/python scripts/loadtest.py --users $(LOADTEST_USERS) \
 		--spawn-rate $(LOADTEST_SPAWN_RATE) --run-time $(LOADTEST_RUN_TIME)
+
+# Seed 003's load test: 10 users posting the sample weather reports (data/weather.json) to
+# POST /tweets on the running stack, 10,000 requests as the seed ran them; then the check that
+# each accepted report was counted once (reports/weather*).
+LOADTEST_WEATHER_USERS ?= 10
+LOADTEST_WEATHER_REQUESTS ?= 10000
+loadtest-weather: setup
+	VOTECTL=$(VOTECTL) .venv/bin/python scripts/loadtest.py --paths weather --users $(LOADTEST_WEATHER_USERS) \
+		--spawn-rate $(LOADTEST_WEATHER_USERS) --requests $(LOADTEST_WEATHER_REQUESTS) --run-time 10m
 
 # The comparison report: votectl bench (sweep, open loop, CPU per vote) and Locust on the running
 # stack, written to docs/comparison.md with its plots in docs/comparison/.

@@ -1,19 +1,28 @@
 """Locust users for the votes platform, the seeds' load tool pointed at both producers.
 
-Users (pick them by class name on the command line; with none named, Locust runs all of them,
-split evenly, which is the mixed scenario of seed 004: traffic spread over both endpoints):
+Users (pick them by class name on the command line; with none named, Locust runs all the vote
+users, split evenly, which is the mixed scenario of seed 004: traffic spread over both endpoints):
 
 - ``RestVoter``: ``POST /votes`` with the seeds' JSON records to the wasm host (FastHttpUser).
 - ``NativeRestVoter``: the same requests to the host's native baseline (``votes-host --native``).
 - ``GrpcVoter``: ``votes.v1.VoteService/Cast`` to the gRPC producer, through grpcio with an
   interceptor that reports every call to Locust's request events.
 
-Every user takes records from the same data: ``VOTES_DATA`` (a JSON array of
+The workloads' users run only when named:
+
+- ``WeatherUser``: ``POST /tweets`` with seed 003's weather reports (``VOTES_WEATHER_DATA``,
+  ``data/weather.json`` by default).
+- ``BallotUser``: ``POST /ballots`` with seed 004's election ballots (``VOTES_BALLOTS_DATA``,
+  ``data/ballots.json`` by default).
+
+The vote users take records from the same data: ``VOTES_DATA`` (a JSON array of
 ``{"name","album","year","rank"}``, the seeds' traffic format), ``data/bands.json`` by default.
 Where each producer is: ``VOTES_REST_URL`` (default ``http://127.0.0.1:8080``),
-``VOTES_NATIVE_URL`` (``http://127.0.0.1:8082``), ``VOTES_GRPC_ADDR`` (``127.0.0.1:50051``);
+``VOTES_NATIVE_URL`` (``http://127.0.0.1:8082``), ``VOTES_GRPC_ADDR`` (``127.0.0.1:50051``),
+``VOTES_WORKLOAD_URL`` (the host serving the workloads' routes, ``VOTES_REST_URL`` by default);
 ``scripts/loadtest.py`` reads them from ``votectl status``. A 202 (REST) or OK (gRPC) is a
-success; anything else is a failure with the producer's reason.
+success; anything else is a failure with the producer's reason. ``VOTES_LOCUST_REQUESTS``, when
+set above 0, ends the run after that many requests (as the seeds ran a fixed number).
 
 The gRPC stubs are generated from ``proto/votes.proto`` with grpcio-tools when this file is
 loaded, into ``VOTES_LOCUST_STUBS`` (default ``locust/.generated``, ignored by git); nothing
@@ -29,9 +38,11 @@ import threading
 import time
 from pathlib import Path
 
+import gevent
 import grpc
 import grpc.experimental.gevent as grpc_gevent
 from locust import FastHttpUser, User, between, constant, events, task
+from locust.exception import StopUser
 
 # grpcio blocks its caller; under Locust's gevent every user would wait for every other user's
 # call unless grpcio cooperates with gevent.
@@ -44,8 +55,13 @@ DATA = Path(os.environ.get("VOTES_DATA", ROOT / "data" / "bands.json"))
 REST_URL = os.environ.get("VOTES_REST_URL", "http://127.0.0.1:8080")
 NATIVE_URL = os.environ.get("VOTES_NATIVE_URL", "http://127.0.0.1:8082")
 GRPC_ADDR = os.environ.get("VOTES_GRPC_ADDR", "127.0.0.1:50051")
+WORKLOAD_URL = os.environ.get("VOTES_WORKLOAD_URL") or REST_URL
+WEATHER_DATA = Path(os.environ.get("VOTES_WEATHER_DATA", ROOT / "data" / "weather.json"))
+BALLOTS_DATA = Path(os.environ.get("VOTES_BALLOTS_DATA", ROOT / "data" / "ballots.json"))
 # Seconds each user waits between votes (0: as fast as the producer answers, closed loop).
 WAIT = float(os.environ.get("VOTES_LOCUST_WAIT", "0"))
+# Requests the whole run may send (0: no limit, the run time ends it).
+REQUESTS = int(os.environ.get("VOTES_LOCUST_REQUESTS") or "0")
 
 
 def generate_stubs():
@@ -80,22 +96,44 @@ import votes_pb2  # noqa: E402  (generated above)
 import votes_pb2_grpc  # noqa: E402
 
 
-def load_records():
-    records = json.loads(DATA.read_text(encoding="utf-8"))
-    if not isinstance(records, list) or not records:
-        raise ValueError(f"{DATA} must hold a non-empty JSON array of votes")
-    return records
+class Records:
+    """The records of a JSON array file, handed out in a cycle from a random start (shared by
+    all users of this process)."""
+
+    def __init__(self, path, what):
+        records = json.loads(Path(path).read_text(encoding="utf-8"))
+        if not isinstance(records, list) or not records:
+            raise ValueError(f"{path} must hold a non-empty JSON array of {what}")
+        self.records = records
+        self._next = itertools.count(random.randrange(len(records)))
+        self._lock = threading.Lock()
+
+    def next(self):
+        with self._lock:
+            return self.records[next(self._next) % len(self.records)]
 
 
-RECORDS = load_records()
-_next = itertools.count(random.randrange(len(RECORDS)))
-_next_lock = threading.Lock()
+VOTES = Records(DATA, "votes")
+_sent = itertools.count()
 
 
 def next_record():
-    """The next record, cycling through the data (shared by all users of this process)."""
-    with _next_lock:
-        return RECORDS[next(_next) % len(RECORDS)]
+    """The next vote, cycling through the data."""
+    return VOTES.next()
+
+
+def take_request(user):
+    """Takes one request from the run's budget (``VOTES_LOCUST_REQUESTS``); once it is spent the
+    user stops, and the first to find it spent has the runner quit (the requests in flight
+    finish within Locust's stop timeout)."""
+    if REQUESTS <= 0:
+        return
+    sent = next(_sent)
+    if sent < REQUESTS:
+        return
+    if sent == REQUESTS:
+        gevent.spawn(user.environment.runner.quit)
+    raise StopUser()
 
 
 def wait_time_of():
@@ -110,12 +148,18 @@ class _RestVoter(FastHttpUser):
 
     @task
     def cast(self):
-        record = next_record()
-        with self.client.post("/votes", json=record, name="POST /votes", catch_response=True) as response:
-            if response.status_code == 202:
-                response.success()
-            else:
-                response.failure(f"HTTP {response.status_code}: {(response.text or '')[:200]}")
+        take_request(self)
+        post_json(self.client, "/votes", next_record())
+
+
+def post_json(client, path, record):
+    """``POST path`` with one JSON record: a 202 is a success, anything else a failure with the
+    producer's reason."""
+    with client.post(path, json=record, name=f"POST {path}", catch_response=True) as response:
+        if response.status_code == 202:
+            response.success()
+        else:
+            response.failure(f"HTTP {response.status_code}: {(response.text or '')[:200]}")
 
 
 class RestVoter(_RestVoter):
@@ -128,6 +172,41 @@ class NativeRestVoter(_RestVoter):
     """POST /votes to the host's native baseline (votes-host --native)."""
 
     host = NATIVE_URL
+
+
+class _WorkloadUser(FastHttpUser):
+    """Posts one record of its workload's sample data at a time to the host serving the
+    workloads' routes."""
+
+    abstract = True
+    host = WORKLOAD_URL
+    wait_time = wait_time_of()
+    concurrency = 1
+    path = ""
+    records = None
+
+    @task
+    def post(self):
+        take_request(self)
+        post_json(self.client, self.path, self.records.next())
+
+
+class WeatherUser(_WorkloadUser):
+    """POST /tweets: seed 003's weather reports to the weather-rest component."""
+
+    path = "/tweets"
+    records = Records(WEATHER_DATA, "weather reports")
+
+
+class BallotUser(_WorkloadUser):
+    """POST /ballots: seed 004's election ballots to the ballot-rest component."""
+
+    path = "/ballots"
+    records = Records(BALLOTS_DATA, "ballots")
+
+
+# Users that run only when named on the command line.
+WORKLOAD_USERS = (WeatherUser, BallotUser)
 
 
 class LocustInterceptor(grpc.UnaryUnaryClientInterceptor):
@@ -175,6 +254,7 @@ class GrpcVoter(User):
 
     @task
     def cast(self):
+        take_request(self)
         record = next_record()
         vote = votes_pb2.Vote(name=str(record["name"]), album=str(record["album"]), year=str(record["year"]), rank=str(record["rank"]))
         try:
@@ -217,6 +297,18 @@ def _write_summary(environment, **_kwargs):
     Path(target).write_text(json.dumps(summary, indent=2))
 
 
+@events.init.add_listener
+def _vote_users_by_default(environment, **_kwargs):
+    """With no user class named, Locust would run every class: keep the vote users only (the
+    mixed scenario), so the workloads' users run when named."""
+    options = environment.parsed_options
+    if options is not None and not getattr(options, "user_classes", None):
+        environment.user_classes = [user for user in environment.user_classes if user not in WORKLOAD_USERS]
+
+
 @events.init_command_line_parser.add_listener
 def _describe(parser):
-    parser.epilog = "Users: RestVoter, NativeRestVoter, GrpcVoter (all of them: the mixed scenario)."
+    parser.epilog = (
+        "Users: RestVoter, NativeRestVoter, GrpcVoter (none named: these three, the mixed scenario); "
+        "WeatherUser, BallotUser (run when named)."
+    )

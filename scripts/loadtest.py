@@ -1,6 +1,8 @@
 """`make loadtest`: Locust, headless, against each producer of a running stack in turn, with the
 same users, spawn rate and duration per path, then a check that every vote Locust saw accepted
-was counted exactly once in Redis.
+was counted exactly once in Redis. The workload paths (`weather`, `ballots`; `make
+loadtest-weather`) post the shipped sample reports or ballots to the wasm host and check the
+workload's own total the same way; they run only when named in `--paths`.
 
 Where the producers are comes from `votectl status --json` (so a stack on other ports works);
 `--rest-url`, `--native-url`, `--grpc-addr` override it. For each path P it keeps, under
@@ -30,6 +32,23 @@ PATHS = {
     "native": ["NativeRestVoter"],
     "grpc": ["GrpcVoter"],
     "mixed": ["RestVoter", "GrpcVoter"],
+    "weather": ["WeatherUser"],
+    "ballots": ["BallotUser"],
+}
+DEFAULT_PATHS = "rest,native,grpc,mixed"
+# The workload each workload path counts into (its total: `{votes}:w:<workload>:total`,
+# WorkloadSpec::total_key in crates/vote-platform).
+WORKLOADS = {"weather": "weather", "ballots": "ballots"}
+# The producers each path needs an address for (the workloads are served by the wasm host).
+NEEDS = {"mixed": ["rest", "grpc"], "weather": ["rest"], "ballots": ["rest"]}
+# The request names each path must report.
+REQUEST_NAMES = {
+    "rest": ["POST /votes"],
+    "native": ["POST /votes"],
+    "grpc": ["/votes.v1.VoteService/Cast"],
+    "mixed": ["POST /votes", "/votes.v1.VoteService/Cast"],
+    "weather": ["POST /tweets"],
+    "ballots": ["POST /ballots"],
 }
 
 
@@ -66,16 +85,20 @@ def endpoints(args):
     }
 
 
-def counted(args):
-    """Redis' `{votes}:total`, through `votectl results` or the stack's Redis directly."""
+def counted(args, path):
+    """The total `path` counts into (Redis' `{votes}:total`, or the workload's), through
+    `votectl results` or the stack's Redis directly."""
+    workload = WORKLOADS.get(path)
     if args.redis_url:
         import socket
         url = urlparse(args.redis_url)
         with socket.create_connection((url.hostname, url.port or 6379), timeout=5) as sock:
-            key = TOTAL_KEY.encode()
+            key = (f"{{votes}}:w:{workload}:total" if workload else TOTAL_KEY).encode()
             sock.sendall(b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n" % (len(key), key))
             reply = sock.recv(256).split(b"\r\n")
             return 0 if reply[0] == b"$-1" else int(reply[1])
+    if workload:
+        return int(votectl_json(args.votectl, "results", "--workload", workload)["total"])
     return int(votectl_json(args.votectl, "results")["total"])
 
 
@@ -90,6 +113,7 @@ def run_locust(args, path, urls):
         "VOTES_NATIVE_URL": urls["native"] or "",
         "VOTES_GRPC_ADDR": urls["grpc"] or "",
         "VOTES_LOCUST_SUMMARY": str(summary),
+        "VOTES_LOCUST_REQUESTS": str(args.requests),
     })
     command = [
         args.locust, "-f", str(LOCUSTFILE), "--headless", "--only-summary",
@@ -98,7 +122,8 @@ def run_locust(args, path, urls):
         "--csv", str(prefix), "--csv-full-history", "--html", f"{prefix}.html",
         "--loglevel", "WARNING", *PATHS[path],
     ]
-    say(f"{path}: {args.users} users, spawn rate {args.spawn_rate}/s, for {args.run_time} ({' '.join(PATHS[path])})")
+    budget = f", at most {args.requests} requests" if args.requests else ""
+    say(f"{path}: {args.users} users, spawn rate {args.spawn_rate}/s, for {args.run_time}{budget} ({' '.join(PATHS[path])})")
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     if done.returncode != 0 or not summary.exists():
         sys.exit(f"locust failed on {path} (exit {done.returncode}):\n{done.stderr[-3000:]}")
@@ -118,23 +143,24 @@ def summarise(path, figures):
     return run
 
 
-def wait_counted(args, expected, deadline_s):
+def wait_counted(args, path, expected, deadline_s):
     """Waits until the total reaches `expected`, then a moment more to see any overshoot."""
     deadline = time.time() + deadline_s
-    total = counted(args)
+    total = counted(args, path)
     while total < expected and time.time() < deadline:
         time.sleep(0.25)
-        total = counted(args)
+        total = counted(args, path)
     time.sleep(args.settle)
-    return counted(args)
+    return counted(args, path)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--paths", default="rest,native,grpc,mixed", help="comma-separated: rest, native, grpc, mixed")
+    parser.add_argument("--paths", default=DEFAULT_PATHS, help=f"comma-separated, of {', '.join(PATHS)} (default {DEFAULT_PATHS})")
     parser.add_argument("--users", type=int, default=64, help="Locust users per path")
     parser.add_argument("--spawn-rate", type=float, default=16, help="users started per second")
     parser.add_argument("--run-time", default="30s", help="duration per path (Locust syntax: 30s, 2m)")
+    parser.add_argument("--requests", type=int, default=0, help="stop each path after this many requests (0: run for --run-time)")
     parser.add_argument("--reports", default=str(ROOT / "reports"), help="where the CSV, HTML and JSON reports go")
     parser.add_argument("--votectl", default=os.environ.get("VOTECTL", str(ROOT / "target" / "release" / "votectl")))
     parser.add_argument("--locust", default=str(ROOT / ".venv" / "bin" / "locust"))
@@ -152,25 +178,25 @@ def main():
     for path in paths:
         if path not in PATHS:
             sys.exit(f"unknown path {path!r}: choose from {', '.join(PATHS)}")
-        missing = [name for name in ("rest", "native", "grpc") if name in {"mixed": ["rest", "grpc"]}.get(path, [path]) and not urls[name]]
+        missing = [name for name in NEEDS.get(path, [path]) if not urls[name]]
         if missing:
             sys.exit(f"no address for {', '.join(missing)}: is it running? (`votectl status`)")
 
     problems, runs = [], []
     for path in paths:
-        before = None if args.no_count_check else counted(args)
+        before = None if args.no_count_check else counted(args, path)
         run = summarise(path, run_locust(args, path, urls))
         if not args.no_count_check:
-            total = wait_counted(args, before + run["accepted"], 60)
+            total = wait_counted(args, path, before + run["accepted"], 60)
             run["counted"] = total - before
             if run["counted"] != run["accepted"]:
-                problems.append(f"{path}: Locust saw {run['accepted']} votes accepted, the consumer counted {run['counted']}")
+                problems.append(f"{path}: Locust saw {run['accepted']} {WORKLOADS.get(path, 'vote')} events accepted, the consumer counted {run['counted']}")
         if run["requests"] == 0:
             problems.append(f"{path}: Locust made no request")
         if run["failures"]:
             problems.append(f"{path}: {run['failures']} failed requests: {run['failure_reasons']}")
         names = set(run["by_name"])
-        for expected in {"rest": ["POST /votes"], "native": ["POST /votes"], "grpc": ["/votes.v1.VoteService/Cast"], "mixed": ["POST /votes", "/votes.v1.VoteService/Cast"]}[path]:
+        for expected in REQUEST_NAMES[path]:
             if expected not in names:
                 problems.append(f"{path}: no request named {expected} was reported")
         say(
@@ -180,7 +206,7 @@ def main():
         )
         (Path(args.reports) / f"{path}.json").write_text(json.dumps(run, indent=2))
         runs.append(run)
-    summary = {"users": args.users, "spawn_rate": args.spawn_rate, "run_time": args.run_time, "endpoints": urls, "runs": runs, "problems": problems}
+    summary = {"users": args.users, "spawn_rate": args.spawn_rate, "run_time": args.run_time, "requests": args.requests, "endpoints": urls, "runs": runs, "problems": problems}
     (Path(args.reports) / "loadtest.json").write_text(json.dumps(summary, indent=2))
     say(f"reports in {args.reports}")
     if problems:

@@ -1,8 +1,11 @@
 //! A component for the host's isolation tests: `/trap` panics (a wasm trap), `/loop` never
 //! returns, `/alloc` grows its memory until the host's cap stops it, `/sleep` waits
-//! [`SLEEP`] (like a slow broker) before it answers; anything else answers 200.
+//! [`SLEEP`] (like a slow broker) before it answers; `/publish?topic=NAME` (or `/publish/NAME`)
+//! publishes a tiny message to that topic (the host's topic grants refuse what it may not
+//! publish to: `403` naming `topic`); anything else answers 200.
 
 use rest_kit::bindings::exports::wasi::http::incoming_handler::Guest;
+use rest_kit::bindings::votes::platform::publisher::{self, Message, PublishError};
 use rest_kit::bindings::wasi::http::types::{IncomingRequest, ResponseOutparam};
 use rest_kit::http::{path, Reply, SendReply};
 
@@ -13,6 +16,9 @@ struct Misbehave;
 
 impl Guest for Misbehave {
     fn handle(request: IncomingRequest, response_out: ResponseOutparam) {
+        if let Some(topic) = publish_topic(&request) {
+            return publish(&topic).send(response_out);
+        }
         match path(&request).as_str() {
             "/trap" => panic!("trapping on purpose"),
             "/loop" => {
@@ -33,6 +39,29 @@ impl Guest for Misbehave {
                 Reply::json(200, &serde_json::json!({ "producer": "misbehave@0.1.0", "slept_ms": SLEEP / 1_000_000 })).send(response_out)
             }
             _ => Reply::json(200, &serde_json::json!({ "producer": "misbehave@0.1.0" })).send(response_out),
+        }
+    }
+}
+
+/// The topic a `/publish` request names, if it is one.
+fn publish_topic(request: &IncomingRequest) -> Option<String> {
+    let full = request.path_with_query().unwrap_or_default();
+    let (path, query) = full.split_once('?').unwrap_or((&full, ""));
+    if let Some(topic) = path.strip_prefix("/publish/") {
+        return Some(topic.to_owned());
+    }
+    (path == "/publish").then(|| query.split('&').find_map(|pair| pair.strip_prefix("topic=")).unwrap_or("").to_owned())
+}
+
+/// Publishes one tiny message to `topic`: `200` with the ack, `403` naming `topic` when the
+/// publisher refuses it, `503` for any other failure.
+fn publish(topic: &str) -> Reply {
+    let message = Message { topic: topic.to_owned(), key: b"misbehave".to_vec(), payload: b"{}".to_vec(), headers: Vec::new() };
+    match publisher::publish(&message) {
+        Ok(ack) => Reply::json(200, &serde_json::json!({ "topic": topic, "partition": ack.partition, "offset": ack.offset })),
+        Err(PublishError::Refused(reason)) => Reply::error(403, "topic", &reason),
+        Err(PublishError::Unavailable(reason) | PublishError::Overloaded(reason) | PublishError::Indeterminate(reason)) => {
+            Reply::error(503, "broker", &reason)
         }
     }
 }

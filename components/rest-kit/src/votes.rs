@@ -3,7 +3,7 @@
 //! plumbing around `vote_core::rest`, which holds every rule and reply (the host's native
 //! baseline uses the same).
 
-use vote_core::rest::{self, Ack, Batch, Endpoint, PublishError};
+use vote_core::rest::{self, Batch, Endpoint};
 use vote_core::proto::VoteEvent;
 use vote_core::TOPIC;
 
@@ -12,6 +12,7 @@ pub use vote_core::rest::{Policy, MAX_BATCH_BYTES, MAX_BATCH_ITEMS, MAX_VOTE_BYT
 use crate::bindings::votes::platform::publisher::{self, Message};
 use crate::bindings::wasi::http::types::{IncomingRequest, ResponseOutparam};
 use crate::http::{method_name, path, read_body, request_head, Reply, SendReply};
+use crate::publishing::outcome;
 
 /// Answers one request.
 pub fn serve(request: IncomingRequest, out: ResponseOutparam, policy: &dyn Policy) {
@@ -42,17 +43,6 @@ fn json_body(request: &IncomingRequest, limit: usize) -> Result<(Vec<u8>, Option
 fn message(event: &VoteEvent) -> Message {
     let (key, payload) = rest::message(event);
     Message { topic: TOPIC.to_owned(), key, payload, headers: Vec::new() }
-}
-
-/// The publisher import's outcome in vote-core's terms.
-fn outcome(result: Result<publisher::Ack, publisher::PublishError>) -> Result<Ack, PublishError> {
-    match result {
-        Ok(ack) => Ok(Ack { partition: ack.partition, offset: ack.offset }),
-        Err(publisher::PublishError::Refused(reason)) => Err(PublishError::Refused(reason)),
-        Err(publisher::PublishError::Overloaded(reason)) => Err(PublishError::Overloaded(reason)),
-        Err(publisher::PublishError::Unavailable(reason)) => Err(PublishError::Unavailable(reason)),
-        Err(publisher::PublishError::Indeterminate(reason)) => Err(PublishError::Indeterminate(reason)),
-    }
 }
 
 fn cast_one(body: &[u8], key: Option<vote_core::IdempotencyKey>, policy: &dyn Policy) -> Reply {

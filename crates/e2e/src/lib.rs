@@ -311,23 +311,48 @@ impl TestStack {
     /// The envelopes in `votes.dlq`, read from the start by a group of its own, until `count`
     /// arrived or 30 s passed. Blocking.
     pub fn dead_letters(&self, count: usize) -> Vec<serde_json::Value> {
+        self.records(vote_kafka::DLQ_TOPIC, count)
+            .iter()
+            .map(|record| serde_json::from_slice(&record.payload).expect("a JSON envelope"))
+            .collect()
+    }
+
+    /// The records of `topic`, read from the start by a group of its own, until `count` arrived
+    /// or 30 s passed. Blocking.
+    pub fn records(&self, topic: &str, count: usize) -> Vec<Record> {
         use rdkafka::consumer::{BaseConsumer, Consumer};
         use rdkafka::message::Message;
         let reader: BaseConsumer = rdkafka::ClientConfig::new()
             .set("bootstrap.servers", self.config.brokers())
-            .set("group.id", format!("dlq-reader-{}", vote_core::now_ms()))
+            .set("group.id", format!("{topic}-reader-{}", vote_core::now_ms()))
             .set("auto.offset.reset", "earliest")
             .create()
             .unwrap();
-        reader.subscribe(&[vote_kafka::DLQ_TOPIC]).unwrap();
+        reader.subscribe(&[topic]).unwrap();
         let mut found = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(30);
         while found.len() < count && Instant::now() < deadline {
             if let Some(Ok(message)) = reader.poll(Duration::from_millis(500)) {
-                found.push(serde_json::from_slice(message.payload().unwrap()).expect("a JSON envelope"));
+                found.push(Record {
+                    key: message.key().unwrap_or_default().to_vec(),
+                    payload: message.payload().unwrap_or_default().to_vec(),
+                    partition: message.partition(),
+                    offset: message.offset(),
+                });
             }
         }
         found
+    }
+
+    /// How many records `topic` ever held: its partitions' high watermarks, summed. Blocking.
+    pub fn published(&self, topic: &str) -> i64 {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let timeout = Duration::from_secs(5);
+        let client: BaseConsumer = rdkafka::ClientConfig::new().set("bootstrap.servers", self.config.brokers()).create().unwrap();
+        let metadata = client.fetch_metadata(Some(topic), timeout).expect("topic metadata");
+        let partitions = metadata.topics().iter().find(|t| t.name() == topic).map(|t| t.partitions().len()).unwrap_or(0);
+        assert!(partitions > 0, "topic {topic} has no partitions");
+        (0..partitions as i32).map(|partition| client.fetch_watermarks(topic, partition, timeout).expect("watermarks").1).sum()
     }
 
     pub async fn logs(&self) -> mongodb::Collection<mongodb::bson::Document> {
@@ -400,6 +425,15 @@ impl TestStack {
     pub fn consumer_port(&self, name: &str) -> u16 {
         self.consumers.lock().unwrap().iter().find(|(n, _)| n == name).map(|(_, port)| *port).expect("a consumer of this name")
     }
+}
+
+/// One record read from a topic.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub key: Vec<u8>,
+    pub payload: Vec<u8>,
+    pub partition: i32,
+    pub offset: i64,
 }
 
 /// The status and body of a consumer's `/healthz`.

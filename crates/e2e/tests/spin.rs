@@ -322,7 +322,7 @@ fn spin_manifest_is_valid_and_names_built_files() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 2, "vote-rest and its publisher dependency");
+    assert_eq!(checked, 6, "vote-rest, weather-rest and ballot-rest, each with its publisher dependency");
     let hosts = components["vote-rest"]["allowed_outbound_hosts"].as_array().expect("allowed_outbound_hosts");
     assert_eq!(hosts.len(), 1, "only the bridge: {hosts:?}");
     let variable = hosts[0].as_str().unwrap().trim_start_matches("http://{{ ").trim_end_matches(" }}");

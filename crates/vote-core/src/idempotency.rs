@@ -27,11 +27,16 @@ const ITEM_ID_NAMESPACE: Uuid = Uuid::from_u128(0x2f0c_9d4e_71a3_4b86_8e15_d6a0_
 /// What a client hears when its vote may or may not have been stored (the broker did not
 /// acknowledge in time), the same over every producer: with a key, retry under it; without one,
 /// a retry may count the vote twice.
-pub fn maybe_stored_advice(key_sent: bool) -> &'static str {
+pub fn maybe_stored_advice(key_sent: bool) -> String {
+    maybe_stored_advice_for("vote", key_sent)
+}
+
+/// [`maybe_stored_advice`] for what another producer publishes (`noun`: "event", ...).
+pub fn maybe_stored_advice_for(noun: &str, key_sent: bool) -> String {
     if key_sent {
-        "the vote may not have been stored; retry with the same idempotency-key"
+        format!("the {noun} may not have been stored; retry with the same idempotency-key")
     } else {
-        "the vote may not have been stored; a retry may count it twice: send an idempotency-key with each vote and retry with the same one"
+        format!("the {noun} may not have been stored; a retry may count it twice: send an idempotency-key with each {noun} and retry with the same one")
     }
 }
 

@@ -38,7 +38,8 @@ impl From<&crate::proto::Vote> for VoteInput {
     }
 }
 
-fn scalar(value: Value) -> Scalar {
+/// A JSON value as a [`Scalar`].
+pub fn scalar(value: Value) -> Scalar {
     match value {
         Value::String(s) => Scalar::Text(s),
         Value::Number(n) => Scalar::Number(n),
@@ -141,12 +142,19 @@ fn parse_document(body: &[u8]) -> Result<Document, VoteError> {
     serde_json::from_slice(body).map_err(|e| VoteError::new(Field::Body, format!("invalid JSON: {e}")))
 }
 
+/// Parses a body holding one JSON object; returns its members in the order sent, duplicates
+/// included (so the caller can refuse them by name). `shape` says what the object should hold,
+/// for the error about anything else.
+pub fn parse_json_object(body: &[u8], shape: &str) -> Result<Vec<(String, Value)>, VoteError> {
+    match parse_document(body)? {
+        Document::Object(entries) => Ok(entries),
+        other => Err(VoteError::new(Field::Body, format!("expected a JSON object with {shape}, not {}", other.kind()))),
+    }
+}
+
 /// Parses a body holding one vote object.
 pub fn parse_json_vote(body: &[u8]) -> Result<VoteInput, VoteError> {
-    match parse_document(body)? {
-        Document::Object(entries) => vote_from_entries(entries),
-        other => Err(VoteError::new(Field::Body, format!("expected a JSON object with name, album, year and rank, not {}", other.kind()))),
-    }
+    vote_from_entries(parse_json_object(body, "name, album, year and rank")?)
 }
 
 /// Parses a body holding a JSON array of votes, at most `max_items` of them. Each item is read

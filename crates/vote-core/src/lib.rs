@@ -26,6 +26,6 @@ pub mod proto {
 }
 
 pub use event::{decode_event, encode_event, new_event, now_ms, EventError, Path, SCHEMA_VERSION, TOPIC};
-pub use idempotency::{maybe_stored_advice, IdempotencyKey, KeyedVote, Occurrences, IDEMPOTENCY_KEY_HEADER};
-pub use input::{parse_json_vote, parse_json_votes, Scalar, VoteInput};
-pub use rules::{validate, Field, ValidVote, VoteError, MAX_RANK, MAX_TEXT_BYTES, MIN_YEAR};
+pub use idempotency::{maybe_stored_advice, maybe_stored_advice_for, IdempotencyKey, KeyedVote, Occurrences, IDEMPOTENCY_KEY_HEADER};
+pub use input::{parse_json_object, parse_json_vote, parse_json_votes, scalar, Scalar, VoteInput};
+pub use rules::{integer_value, text_value, validate, Field, ValidVote, VoteError, MAX_RANK, MAX_TEXT_BYTES, MIN_YEAR};

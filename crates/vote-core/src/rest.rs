@@ -154,7 +154,7 @@ pub fn too_large(limit: usize) -> Reply {
 /// length is over `limit`, `400` naming `idempotency-key` if the key is bad. Returns the key.
 pub fn check_head(head: &RequestHead, limit: usize) -> Result<Option<IdempotencyKey>, Reply> {
     if !head.is_json() {
-        return Err(Reply::error(415, "content-type", "send the vote as JSON with content-type: application/json"));
+        return Err(Reply::error(415, "content-type", "send the body as JSON with content-type: application/json"));
     }
     let key = head.idempotency_key.as_deref().map(IdempotencyKey::parse).transpose().map_err(|error| invalid(&error))?;
     if head.content_length.is_some_and(|length| length > limit) {
@@ -182,23 +182,42 @@ pub fn prepare_one(body: &[u8], key: Option<&IdempotencyKey>, policy: &dyn Polic
     accept(parse_json_vote(body), policy, |vote| key.map(|k| k.vote_id(vote, None))).map_err(|error| invalid(&error))
 }
 
+/// What a reply calls the published message: its noun and the reply field holding its id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Item {
+    pub noun: &'static str,
+    pub id_field: &'static str,
+}
+
+/// A band vote, `vote_id`.
+pub const VOTE: Item = Item { noun: "vote", id_field: "vote_id" };
+
 /// The answer to one published vote. Broker failures are `503` with `Retry-After`, and say
 /// exactly what is known: not stored (overloaded, unavailable) or maybe stored (indeterminate,
 /// where the retry must reuse the idempotency key, echoed back when one was sent).
 pub fn published(event: &VoteEvent, outcome: Result<Ack, PublishError>, key: Option<&IdempotencyKey>) -> Reply {
+    published_item(VOTE, &event.vote_id, outcome, key)
+}
+
+/// [`published`] for any message: `202` with its id (named `item.id_field`), partition and
+/// offset; a refusal `502`; not stored or maybe stored `503` with `Retry-After`.
+pub fn published_item(item: Item, id: &str, outcome: Result<Ack, PublishError>, key: Option<&IdempotencyKey>) -> Reply {
+    let noun = item.noun;
     let reason = match outcome {
         Ok(ack) => {
-            return Reply::json(202, &serde_json::json!({ "vote_id": event.vote_id, "partition": ack.partition, "offset": ack.offset }))
+            let mut body = serde_json::json!({ "partition": ack.partition, "offset": ack.offset });
+            body[item.id_field] = id.into();
+            return Reply::json(202, &body);
         }
-        Err(PublishError::Refused(reason)) => return Reply::error(502, "broker", &format!("the broker refused the vote: {reason}")),
-        Err(PublishError::Overloaded(reason)) => format!("overloaded: the vote was not stored, retry shortly ({reason})"),
-        Err(PublishError::Unavailable(reason)) => format!("the vote was not stored, try again ({reason})"),
+        Err(PublishError::Refused(reason)) => return Reply::error(502, "broker", &format!("the broker refused the {noun}: {reason}")),
+        Err(PublishError::Overloaded(reason)) => format!("overloaded: the {noun} was not stored, retry shortly ({reason})"),
+        Err(PublishError::Unavailable(reason)) => format!("the {noun} was not stored, try again ({reason})"),
         Err(PublishError::Indeterminate(reason)) => {
             let mut body = serde_json::json!({
-                "error": format!("{} ({reason})", crate::maybe_stored_advice(key.is_some())),
+                "error": format!("{} ({reason})", crate::maybe_stored_advice_for(noun, key.is_some())),
                 "field": "broker",
-                "vote_id": event.vote_id,
             });
+            body[item.id_field] = id.into();
             if let Some(key) = key {
                 body["idempotency_key"] = key.as_str().into();
             }

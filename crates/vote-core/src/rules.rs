@@ -94,30 +94,34 @@ pub fn normalise_text(raw: &str) -> String {
 }
 
 fn text(field: Field, value: Option<&Scalar>) -> Result<String, VoteError> {
+    let value = value.ok_or_else(|| VoteError::new(field, "is required"))?;
+    text_value(value, MAX_TEXT_BYTES).map_err(|reason| VoteError::new(field, reason))
+}
+
+/// The rule for a text field, without the field (any producer's text fields share it): a
+/// string without control or invisible format characters, [`normalise_text`]ed, not empty and
+/// at most `max_bytes` long; else why not.
+pub fn text_value(value: &Scalar, max_bytes: usize) -> Result<String, String> {
     let raw = match value {
-        None => return Err(VoteError::new(field, "is required")),
-        Some(Scalar::Text(s)) => s,
-        Some(Scalar::Number(_)) => return Err(VoteError::new(field, "must be a string, not a number")),
-        Some(Scalar::Other(kind)) => return Err(VoteError::new(field, format!("must be a string, not {kind}"))),
+        Scalar::Text(s) => s,
+        Scalar::Number(_) => return Err("must be a string, not a number".into()),
+        Scalar::Other(kind) => return Err(format!("must be a string, not {kind}")),
     };
     if raw.chars().any(|c| c.is_control() && !c.is_whitespace()) {
-        return Err(VoteError::new(field, "must not contain control characters"));
+        return Err("must not contain control characters".into());
     }
     if let Some(c) = raw.chars().find(|&c| is_invisible_format(c)) {
-        return Err(VoteError::new(
-            field,
-            format!("must not contain invisible format characters such as U+{:04X} (bidirectional overrides, zero-width characters)", c as u32),
+        return Err(format!(
+            "must not contain invisible format characters such as U+{:04X} (bidirectional overrides, zero-width characters)",
+            c as u32
         ));
     }
     let normalised = normalise_text(raw);
     if normalised.is_empty() {
-        return Err(VoteError::new(field, "must not be empty"));
+        return Err("must not be empty".into());
     }
-    if normalised.len() > MAX_TEXT_BYTES {
-        return Err(VoteError::new(
-            field,
-            format!("is {} bytes long, more than the limit of {MAX_TEXT_BYTES}", normalised.len()),
-        ));
+    if normalised.len() > max_bytes {
+        return Err(format!("is {} bytes long, more than the limit of {max_bytes}", normalised.len()));
     }
     Ok(normalised)
 }
@@ -132,23 +136,27 @@ pub fn is_invisible_format(c: char) -> bool {
 
 /// Reads an integer sent either as a JSON number or as a string of decimal digits.
 fn integer(field: Field, value: Option<&Scalar>) -> Result<i64, VoteError> {
+    let value = value.ok_or_else(|| VoteError::new(field, "is required"))?;
+    integer_value(value).map_err(|reason| VoteError::new(field, reason))
+}
+
+/// The rule for an integer field, without the field: a JSON number or a string of decimal
+/// digits (the seeds send strings), whole and within `i64`; else why not.
+pub fn integer_value(value: &Scalar) -> Result<i64, String> {
     match value {
-        None => Err(VoteError::new(field, "is required")),
-        Some(Scalar::Number(n)) => n
-            .as_i64()
-            .ok_or_else(|| VoteError::new(field, format!("must be a whole number, not {n}"))),
-        Some(Scalar::Text(s)) => {
+        Scalar::Number(n) => n.as_i64().ok_or_else(|| format!("must be a whole number, not {n}")),
+        Scalar::Text(s) => {
             let trimmed = s.trim();
             if trimmed.is_empty() {
-                return Err(VoteError::new(field, "must not be empty"));
+                return Err("must not be empty".into());
             }
             let unsigned = trimmed.strip_prefix(['+', '-']).unwrap_or(trimmed);
             if unsigned.is_empty() || !unsigned.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(VoteError::new(field, format!("must be a whole number, not {trimmed:?}")));
+                return Err(format!("must be a whole number, not {trimmed:?}"));
             }
-            trimmed.strip_prefix('+').unwrap_or(trimmed).parse::<i64>().map_err(|_| VoteError::new(field, format!("{trimmed} is out of range")))
+            trimmed.strip_prefix('+').unwrap_or(trimmed).parse::<i64>().map_err(|_| format!("{trimmed} is out of range"))
         }
-        Some(Scalar::Other(kind)) => Err(VoteError::new(field, format!("must be a number or a string of digits, not {kind}"))),
+        Scalar::Other(kind) => Err(format!("must be a number or a string of digits, not {kind}")),
     }
 }
 

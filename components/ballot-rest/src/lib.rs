@@ -1,0 +1,28 @@
+//! The election-ballot producer (seed 004, the 2023 general election): `POST /ballots` with
+//! `{"sede", "municipio", "departamento", "papeleta", "partido"}`; every ballot that passes
+//! [`rules`] is published on `ballots`.
+
+mod rules;
+
+use rest_kit::bindings::exports::wasi::http::incoming_handler::Guest;
+use rest_kit::bindings::wasi::http::types::{IncomingRequest, ResponseOutparam};
+use rest_kit::workload::{serve, Workload};
+
+/// The workload this component serves.
+const BALLOTS: Workload = Workload {
+    name: "ballots",
+    topic: "ballots",
+    path: "/ballots",
+    producer: concat!(env!("CARGO_PKG_NAME"), "@", env!("CARGO_PKG_VERSION")),
+    rules: rules::ballot,
+};
+
+struct BallotRest;
+
+impl Guest for BallotRest {
+    fn handle(request: IncomingRequest, response_out: ResponseOutparam) {
+        serve(request, response_out, &BALLOTS);
+    }
+}
+
+rest_kit::bindings::export_producer!(BallotRest);
