@@ -1,7 +1,7 @@
-//! Dead letters: messages the consumer cannot count (from any topic it reads), published to `votes.dlq` as a JSON envelope
-//! of bounded size before their offset is committed. A large record is kept by reference (its
-//! topic, partition and offset, size and SHA-256, and its first bytes), so a dead letter always
-//! fits under any broker's message size.
+//! Dead letters: messages the consumer cannot count (from any topic it reads), published to
+//! `votes.dlq` as a JSON envelope of bounded size before their offset is committed. A large
+//! record is kept by reference (its topic, partition and offset, size and SHA-256, and its first
+//! bytes), so a dead letter always fits under any broker's message size.
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;

@@ -109,6 +109,16 @@ impl Metrics {
     }
 }
 
+impl Metrics {
+    /// Exports the counters of `workload` at zero, so that its series exist (and rates read 0)
+    /// before its first event.
+    pub fn start_workload(&self, workload: &str) {
+        for counter in [&self.workload_counted, &self.workload_duplicates, &self.workload_logged, &self.workload_invalid, &self.workload_overflowed] {
+            counter.with_label_values(&[workload]).inc_by(0);
+        }
+    }
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()

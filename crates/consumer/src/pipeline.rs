@@ -169,6 +169,9 @@ pub async fn run(settings: Settings, metrics: Metrics, health: Health, shutdown:
         tracing::info!("consumer stopped before the workloads' log collections were ready");
         return Ok(());
     };
+    for workload in routes.iter().filter_map(Route::workload_name) {
+        metrics.start_workload(workload);
+    }
     let topics: Vec<&str> = routes.iter().map(|route| route.topic.as_str()).collect();
     let dead_letters = Publisher::new(&PublisherSettings::new(&settings.brokers, format!("consumer-{}-dlq", settings.group)))
         .context("creating the dead-letter producer")?;
