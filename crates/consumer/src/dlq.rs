@@ -1,7 +1,7 @@
-//! Dead letters: messages the consumer cannot count, published to `votes.dlq` as a JSON envelope
-//! of bounded size before their offset is committed. A large record is kept by reference (its
-//! topic, partition and offset, size and SHA-256, and its first bytes), so a dead letter always
-//! fits under any broker's message size.
+//! Dead letters: messages the consumer cannot count (from any topic it reads), published to
+//! `votes.dlq` as a JSON envelope of bounded size before their offset is committed. A large
+//! record is kept by reference (its topic, partition and offset, size and SHA-256, and its first
+//! bytes), so a dead letter always fits under any broker's message size.
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
@@ -21,11 +21,14 @@ pub const MAX_ERROR_CHARS: usize = 1024;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Reason {
-    /// The payload is missing or not a protobuf `VoteEvent`.
+    /// The payload is missing or not a protobuf `VoteEvent` (on a workload's topic: not a JSON
+    /// event envelope, or larger than one may be).
     Undecodable,
-    /// A `VoteEvent` of a schema version this consumer does not read.
+    /// A `VoteEvent` (or an envelope) of a schema version this consumer does not read.
     SchemaVersion,
-    /// A `VoteEvent` that breaks the schema (for example a vote id that is not a UUID).
+    /// A `VoteEvent` that breaks the schema (for example a vote id that is not a UUID); an
+    /// envelope with a bad id or field, for another workload than its topic's, or missing a
+    /// field its workload counts.
     InvalidEvent,
     /// Redis refused to count this vote (a counter it would increment is not a number).
     RedisRejected,
@@ -50,6 +53,16 @@ impl Reason {
             EventError::Version(_) => Reason::SchemaVersion,
             EventError::VoteId(_) => Reason::InvalidEvent,
             _ => Reason::Undecodable,
+        }
+    }
+
+    /// The reason a workload's payload failed to decode.
+    pub fn of_envelope_error(error: &vote_platform::event::EventError) -> Self {
+        use vote_platform::event::EventError;
+        match error {
+            EventError::TooLarge(_) | EventError::Decode(_) => Reason::Undecodable,
+            EventError::Schema(_) => Reason::SchemaVersion,
+            EventError::Id(_) | EventError::Field { .. } => Reason::InvalidEvent,
         }
     }
 }

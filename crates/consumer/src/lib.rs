@@ -1,6 +1,7 @@
-//! The vote consumer: reads group `vote-counter` from topic `votes` in batches, counts each vote
-//! once in Redis, logs it once in MongoDB, and commits the batch's offsets only after both writes
-//! succeeded and every message it could not process is in the dead-letter topic.
+//! The vote consumer: reads group `vote-counter` from topic `votes` (and, given the manifest,
+//! each JSON workload's topic) in batches, counts each vote or event once in Redis, logs it once
+//! in MongoDB, and commits the batch's offsets only after both writes succeeded and every message
+//! it could not process is in the dead-letter topic.
 //!
 //! - [`pipeline`]: the batch loop from Kafka to both stores (`vote-store`) and back to the offset
 //!   commit; temporary store failures are waited out with the partitions paused.
@@ -9,6 +10,8 @@
 //!   cut off from a store; notices about durability, rewinds and resets.
 //! - [`monitor`]: the lag per partition and the store probes, refreshed every few seconds.
 //! - [`metrics`]: the Prometheus metrics.
+//! - [`routes`]: the topics read and what their records are: votes, or a workload's envelopes
+//!   counted by its spec from the manifest.
 //! - [`rebalance`]: the Kafka context that logs partition assignments.
 //! - [`verify`]: tells a redelivery from a recreated topic by the record at the applied offset.
 //!
@@ -21,6 +24,7 @@ pub mod metrics;
 pub mod monitor;
 pub mod pipeline;
 pub mod rebalance;
+pub mod routes;
 pub mod verify;
 
 pub use pipeline::{run, Settings};

@@ -1,11 +1,15 @@
 //! The `consumer` binary: flags and environment to [`consumer::Settings`], then the batch loop.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use axum::routing::get;
 use clap::Parser;
+use anyhow::Context;
 use consumer::health::Health;
+use vote_platform::workload::Format;
+use vote_platform::{Manifest, WorkloadSpec};
 use vote_service::config_check;
 
 /// Reads votes from Kafka and keeps the Redis counters and the MongoDB logs, once per vote.
@@ -60,6 +64,11 @@ struct Args {
     /// its partitions to the others, in milliseconds.
     #[arg(long, env = "VOTES_CONSUMER_SESSION_TIMEOUT_MS", default_value_t = vote_kafka::SESSION_TIMEOUT.as_millis() as u64)]
     session_timeout_ms: u64,
+    /// The application manifest (`spin.toml`): each JSON workload it declares has its topic read
+    /// too, its events counted by the workload's spec and logged in `votes.events_<workload>`.
+    /// Without it only the votes topic is read.
+    #[arg(long, env = "VOTES_MANIFEST")]
+    manifest: Option<PathBuf>,
     /// Fault-test hook: milliseconds to sleep between the writes and the commit.
     #[arg(long, hide = true, default_value_t = 0)]
     pause_before_commit_ms: u64,
@@ -88,11 +97,44 @@ impl Args {
     }
 }
 
+/// The JSON workloads of the manifest at `path`; a workload on the votes or the dead-letter
+/// topic, or vote events on another topic than `topic`, is refused.
+fn workloads(path: &Path, topic: &str, dlq_topic: &str) -> anyhow::Result<Vec<WorkloadSpec>> {
+    let manifest = Manifest::load(path).with_context(|| format!("--manifest {}", path.display()))?;
+    let mut workloads = Vec::new();
+    for spec in manifest.workloads.into_values() {
+        match spec.format {
+            Format::VoteEvent => anyhow::ensure!(
+                spec.topic == topic,
+                "--manifest {}: workload {} has vote events on topic {:?}, but the consumer reads votes from {topic:?} (--topic)",
+                path.display(),
+                spec.name,
+                spec.topic
+            ),
+            Format::Json => {
+                anyhow::ensure!(
+                    spec.topic != topic && spec.topic != dlq_topic,
+                    "--manifest {}: workload {} cannot use topic {:?}: it is the votes or the dead-letter topic",
+                    path.display(),
+                    spec.name,
+                    spec.topic
+                );
+                workloads.push(spec);
+            }
+        }
+    }
+    Ok(workloads)
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     vote_service::init_logging();
     let (args, matches) = config_check::parse::<Args>();
     config_check::finish::<Args>(args.check_config, &matches, args.problems())?;
+    let workloads = match &args.manifest {
+        Some(path) => workloads(path, &args.topic, &args.dlq_topic)?,
+        None => Vec::new(),
+    };
     let shutdown = vote_service::Shutdown::on_signals();
     let metrics = consumer::metrics::Metrics::new();
     let health = Health::new(Duration::from_secs(args.stall_secs.max(1)));
@@ -122,6 +164,7 @@ async fn main() -> anyhow::Result<()> {
         name_cap: args.name_cap,
         session_timeout: Duration::from_millis(args.session_timeout_ms),
         pause_before_commit: Duration::from_millis(args.pause_before_commit_ms),
+        workloads,
     };
     consumer::run(settings, metrics, health, shutdown).await
 }

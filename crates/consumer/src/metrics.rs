@@ -40,6 +40,18 @@ pub struct Metrics {
     pub overflowed: IntCounter,
     /// Records dropped from the carry buffer at its bound during a stall (re-read afterwards).
     pub carry_dropped: IntCounter,
+    /// Per manifest workload: events counted in Redis for the first time.
+    pub workload_counted: IntCounterVec,
+    /// Per workload: events read again (a redelivery, a replay, a retry under one key) and skipped.
+    pub workload_duplicates: IntCounterVec,
+    /// Per workload: event log documents inserted in MongoDB.
+    pub workload_logged: IntCounterVec,
+    /// Per workload: records of its topic that could not be counted (sent to the dead-letter topic).
+    pub workload_invalid: IntCounterVec,
+    /// Per workload: writes counted in a leaderboard's overflow because it holds its cap of members.
+    pub workload_overflowed: IntCounterVec,
+    /// Per workload and assigned partition of its topic: committed offset to high watermark.
+    pub workload_lag: IntGaugeVec,
 }
 
 fn register<M: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: M) -> M {
@@ -49,6 +61,10 @@ fn register<M: prometheus::core::Collector + Clone + 'static>(registry: &Registr
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
     register(registry, IntCounter::new(name, help).expect("valid metric"))
+}
+
+fn per_workload(registry: &Registry, name: &str, help: &str) -> IntCounterVec {
+    register(registry, IntCounterVec::new(Opts::new(name, help), &["workload"]).expect("valid metric"))
 }
 
 fn seconds(name: &str, help: &str) -> HistogramOpts {
@@ -62,6 +78,7 @@ impl Metrics {
         let visible_seconds = Histogram::with_opts(seconds("vote_visible_seconds", "From a vote's received_at to its count returned by Redis")).expect("valid metric");
         let store_write_seconds = HistogramVec::new(seconds("consumer_store_write_seconds", "Duration of one successful store write"), &["store"]).expect("valid metric");
         let lag = IntGaugeVec::new(Opts::new("consumer_lag_messages", "Messages between the committed offset and the high watermark"), &["partition"]).expect("valid metric");
+        let workload_lag = IntGaugeVec::new(Opts::new("consumer_workload_lag_messages", "Messages of a workload's topic between the committed offset and the high watermark"), &["workload", "partition"]).expect("valid metric");
         let dlq = IntCounterVec::new(Opts::new("consumer_dlq_messages_total", "Messages published to the dead-letter topic"), &["reason"]).expect("valid metric");
         Self {
             messages: counter(&registry, "consumer_messages_total", "Messages read from Kafka"),
@@ -81,7 +98,23 @@ impl Metrics {
             resyncs: counter(&registry, "consumer_resyncs_total", "Partitions whose applied offset was reset because the topic was recreated"),
             overflowed: counter(&registry, "consumer_votes_overflowed_total", "Votes counted in a leaderboard's overflow (name cap reached)"),
             carry_dropped: counter(&registry, "consumer_carry_dropped_total", "Records dropped at the carry bound during a stall and read again later"),
+            workload_counted: per_workload(&registry, "consumer_workload_events_counted_total", "Workload events counted in Redis for the first time"),
+            workload_duplicates: per_workload(&registry, "consumer_workload_events_duplicate_total", "Workload events read again and skipped because they were counted before"),
+            workload_logged: per_workload(&registry, "consumer_workload_logs_inserted_total", "Workload event log documents inserted in MongoDB"),
+            workload_invalid: per_workload(&registry, "consumer_workload_events_invalid_total", "Records of a workload's topic that could not be counted (dead-lettered)"),
+            workload_overflowed: per_workload(&registry, "consumer_workload_overflowed_total", "Workload writes counted in a leaderboard's overflow (member cap reached)"),
+            workload_lag: register(&registry, workload_lag),
             registry,
+        }
+    }
+}
+
+impl Metrics {
+    /// Exports the counters of `workload` at zero, so that its series exist (and rates read 0)
+    /// before its first event.
+    pub fn start_workload(&self, workload: &str) {
+        for counter in [&self.workload_counted, &self.workload_duplicates, &self.workload_logged, &self.workload_invalid, &self.workload_overflowed] {
+            counter.with_label_values(&[workload]).inc_by(0);
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The background monitor: every few seconds, the lag per assigned partition and whether each store answers.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,8 +17,9 @@ pub const INTERVAL: Duration = Duration::from_secs(2);
 /// How long one broker request of the lag refresh may take.
 const BROKER_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Refreshes `consumer_lag_messages` and the health until the process ends.
-pub fn spawn(consumer: Arc<VoteConsumer>, counters: Counters, logs: Logs, health: Health, metrics: Metrics) {
+/// Refreshes `consumer_lag_messages` (the votes topic), `consumer_workload_lag_messages` (each
+/// topic of `workloads`: topic -> workload) and the health until the process ends.
+pub fn spawn(consumer: Arc<VoteConsumer>, counters: Counters, logs: Logs, health: Health, metrics: Metrics, workloads: HashMap<String, String>) {
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(INTERVAL);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -33,10 +35,14 @@ pub fn spawn(consumer: Arc<VoteConsumer>, counters: Counters, logs: Logs, health
             match tokio::task::spawn_blocking(move || lag_per_partition(&consumer)).await {
                 Ok(Ok(lags)) => {
                     metrics.lag.reset();
-                    for (partition, lag) in &lags {
-                        metrics.lag.with_label_values(&[&partition.to_string()]).set(*lag);
+                    metrics.workload_lag.reset();
+                    for (topic, partition, lag) in &lags {
+                        match workloads.get(topic) {
+                            Some(workload) => metrics.workload_lag.with_label_values(&[workload, &partition.to_string()]).set(*lag),
+                            None => metrics.lag.with_label_values(&[&partition.to_string()]).set(*lag),
+                        }
                     }
-                    health.set_lag(lags.iter().map(|(_, lag)| lag).sum());
+                    health.set_lag(lags.iter().map(|(_, _, lag)| lag).sum());
                 }
                 Ok(Err(error)) => tracing::debug!(%error, "lag refresh failed"),
                 Err(error) => tracing::warn!(%error, "lag refresh task failed"),
@@ -45,9 +51,9 @@ pub fn spawn(consumer: Arc<VoteConsumer>, counters: Counters, logs: Logs, health
     });
 }
 
-/// For each assigned partition, the high watermark minus the group's committed offset (the low
-/// watermark when nothing was committed yet).
-fn lag_per_partition(consumer: &VoteConsumer) -> Result<Vec<(i32, i64)>, rdkafka::error::KafkaError> {
+/// For each assigned partition (topic, partition), the high watermark minus the group's
+/// committed offset (the low watermark when nothing was committed yet).
+fn lag_per_partition(consumer: &VoteConsumer) -> Result<Vec<(String, i32, i64)>, rdkafka::error::KafkaError> {
     let assignment = consumer.assignment()?;
     if assignment.count() == 0 {
         return Ok(Vec::new());
@@ -60,7 +66,7 @@ fn lag_per_partition(consumer: &VoteConsumer) -> Result<Vec<(i32, i64)>, rdkafka
             Offset::Offset(offset) => offset,
             _ => low,
         };
-        lags.push((element.partition(), (high - position).max(0)));
+        lags.push((element.topic().to_owned(), element.partition(), (high - position).max(0)));
     }
     Ok(lags)
 }

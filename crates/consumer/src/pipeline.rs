@@ -1,5 +1,7 @@
 //! The batch loop: Kafka -> Redis and MongoDB -> dead letters -> offset commit, waiting out
-//! temporary failures, re-reading what Redis lost and resynchronising a recreated topic.
+//! temporary failures, re-reading what Redis lost and resynchronising a recreated topic. A batch
+//! read from several topics (the votes and the manifest's workloads) is split by topic, and each
+//! topic's part goes through the loop on its own: counted, logged, dead-lettered and committed.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -10,9 +12,9 @@ use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use sha2::{Digest, Sha256};
-use vote_core::proto::VoteEvent;
 use vote_kafka::{PublishError, Publisher, PublisherSettings};
 use vote_service::Shutdown;
+use vote_platform::WorkloadSpec;
 use vote_store::counters::{fingerprint, Aggregate, Behind, CountError, Event, Replayed, Span};
 use vote_store::logs::Origin;
 use vote_store::{votes, Counters, Logs};
@@ -22,6 +24,7 @@ use crate::health::{Health, Store};
 use crate::metrics::Metrics;
 use crate::monitor;
 use crate::rebalance::{GroupLog, VoteConsumer};
+use crate::routes::{Item, Route};
 use crate::verify::{self, Verdict};
 
 /// The first wait after a failed write; it doubles up to [`MAX_BACKOFF`].
@@ -60,6 +63,9 @@ pub struct Settings {
     pub session_timeout: Duration,
     /// Fault-test hook: sleep this long between the writes and the commit.
     pub pause_before_commit: Duration,
+    /// The manifest's JSON workloads: each one's topic is read too, its events counted by its
+    /// spec and logged in its collection (empty: the votes topic only).
+    pub workloads: Vec<WorkloadSpec>,
 }
 
 impl Settings {
@@ -72,6 +78,8 @@ impl Settings {
 
 /// One message as read, owned so that it can wait in a batch.
 struct Received {
+    /// The index of its topic's [`Route`].
+    route: usize,
     partition: i32,
     offset: i64,
     key: Option<Vec<u8>>,
@@ -79,8 +87,9 @@ struct Received {
 }
 
 impl Received {
-    fn of(message: &BorrowedMessage<'_>) -> Self {
+    fn of(route: usize, message: &BorrowedMessage<'_>) -> Self {
         Self {
+            route,
             partition: message.partition(),
             offset: message.offset(),
             key: message.key().map(<[u8]>::to_vec),
@@ -104,25 +113,30 @@ enum Outcome {
 /// A message for the dead-letter topic: its key there and its envelope.
 type DeadLetter = (Vec<u8>, Envelope);
 
-/// The votes of a batch that decoded: each with its index in the batch.
+/// The records of a batch that decoded (votes or one workload's events): each with its index in
+/// the batch.
 struct Decoded {
     events: Vec<Event>,
-    votes: Vec<(VoteEvent, usize)>,
+    items: Vec<(Item, usize)>,
 }
 
 impl Decoded {
-    fn remove(&mut self, index: usize) -> (VoteEvent, usize) {
+    fn remove(&mut self, index: usize) -> (Item, usize) {
         self.events.remove(index);
-        self.votes.remove(index)
+        self.items.remove(index)
     }
 }
+
+/// A partition of one route's topic.
+type Partition = (usize, i32);
 
 /// The loop's state: clients, and what it keeps between batches.
 struct Worker {
     settings: Settings,
     consumer: Arc<VoteConsumer>,
     counters: Counters,
-    aggregates: Vec<Aggregate>,
+    /// The topics read: the votes first, then each workload's.
+    routes: Vec<Route>,
     logs: Logs,
     dead_letters: Publisher,
     metrics: Metrics,
@@ -134,12 +148,12 @@ struct Worker {
     paused: bool,
     /// Partitions whose records were dropped at the carry bound, and the first offset dropped:
     /// re-read from there once the stall is over.
-    dropped: BTreeMap<i32, i64>,
+    dropped: BTreeMap<Partition, i64>,
     /// Per partition, the first offset still in the log after a rewind found older records
     /// expired: a batch may start there although Redis applied less.
-    floors: HashMap<i32, i64>,
+    floors: HashMap<Partition, i64>,
     /// Per partition, the applied offset whose record was found still in the log.
-    verified: HashMap<i32, i64>,
+    verified: HashMap<Partition, i64>,
 }
 
 /// Connects to the stores (waiting for them, with the reason in the health), then runs the loop
@@ -151,6 +165,14 @@ pub async fn run(settings: Settings, metrics: Metrics, health: Health, shutdown:
         tracing::info!("consumer stopped before the stores answered");
         return Ok(());
     };
+    let Some(routes) = routes(&settings, &logs, &health, &shutdown).await else {
+        tracing::info!("consumer stopped before the workloads' log collections were ready");
+        return Ok(());
+    };
+    for workload in routes.iter().filter_map(Route::workload_name) {
+        metrics.start_workload(workload);
+    }
+    let topics: Vec<&str> = routes.iter().map(|route| route.topic.as_str()).collect();
     let dead_letters = Publisher::new(&PublisherSettings::new(&settings.brokers, format!("consumer-{}-dlq", settings.group)))
         .context("creating the dead-letter producer")?;
     let consumer: VoteConsumer = vote_kafka::consumer_config(&settings.brokers, &settings.group)
@@ -158,17 +180,18 @@ pub async fn run(settings: Settings, metrics: Metrics, health: Health, shutdown:
         .set("fetch.wait.max.ms", settings.fetch_wait.as_millis().to_string())
         .create_with_context(GroupLog)
         .context("creating the Kafka consumer")?;
-    consumer.subscribe(&[&settings.topic]).context("subscribing to the votes topic")?;
+    consumer.subscribe(&topics).with_context(|| format!("subscribing to the topics {topics:?}"))?;
     let consumer = Arc::new(consumer);
-    monitor::spawn(consumer.clone(), counters.clone(), logs.clone(), health.clone(), metrics.clone());
+    let workloads = routes.iter().filter_map(|route| Some((route.topic.clone(), route.workload_name()?.to_owned()))).collect();
+    monitor::spawn(consumer.clone(), counters.clone(), logs.clone(), health.clone(), metrics.clone(), workloads);
     health.starting(None);
-    tracing::info!(topic = %settings.topic, dlq = %settings.dlq_topic, group = %settings.group, "consuming");
+    tracing::info!(topics = ?topics, dlq = %settings.dlq_topic, group = %settings.group, "consuming");
 
     let mut worker = Worker {
         settings,
         consumer,
         counters,
-        aggregates,
+        routes,
         logs,
         dead_letters,
         metrics,
@@ -180,23 +203,25 @@ pub async fn run(settings: Settings, metrics: Metrics, health: Health, shutdown:
         floors: HashMap::new(),
         verified: HashMap::new(),
     };
-    while let Some(batch) = worker.next_batch().await {
+    'batches: while let Some(batch) = worker.next_batch().await {
         let started = Instant::now();
-        match worker.process(batch).await {
-            Err(Stopped) => {
-                tracing::warn!("stopping with a batch not written; it will be read again");
-                break;
-            }
-            Ok((Outcome::Rewound, _)) => continue,
-            Ok((Outcome::Done, batch)) => {
-                let pause = worker.settings.pause_before_commit;
-                if !pause.is_zero() {
-                    tracing::warn!(?pause, "pausing before the commit (fault-test hook)");
-                    tokio::time::sleep(pause).await;
+        for (route, batch) in split_by_route(batch) {
+            match worker.process(route, batch).await {
+                Err(Stopped) => {
+                    tracing::warn!("stopping with a batch not written; it will be read again");
+                    break 'batches;
                 }
-                worker.commit(&batch);
-                worker.health.progressed();
-                worker.metrics.batch_seconds.observe(started.elapsed().as_secs_f64());
+                Ok((Outcome::Rewound, _)) => continue,
+                Ok((Outcome::Done, batch)) => {
+                    let pause = worker.settings.pause_before_commit;
+                    if !pause.is_zero() {
+                        tracing::warn!(?pause, "pausing before the commit (fault-test hook)");
+                        tokio::time::sleep(pause).await;
+                    }
+                    worker.commit(route, &batch);
+                    worker.health.progressed();
+                    worker.metrics.batch_seconds.observe(started.elapsed().as_secs_f64());
+                }
             }
         }
     }
@@ -219,6 +244,17 @@ async fn connect_stores(settings: &Settings, aggregates: &[Aggregate], health: &
         health.notice("a votectl recount started and did not finish: the counters are incomplete until it is run again".to_owned());
     }
     Some((counters, logs))
+}
+
+/// The routes: the votes topic, then each workload's topic (its log collection's indexes made
+/// sure of, waiting for MongoDB). `None` if shutdown came first.
+async fn routes(settings: &Settings, logs: &Logs, health: &Health, shutdown: &Shutdown) -> Option<Vec<Route>> {
+    let mut routes = vec![Route::votes(&settings.topic, settings.name_cap)];
+    for spec in &settings.workloads {
+        let what = format!("mongodb at {} (the indexes of votes.{})", settings.mongo_url, spec.collection());
+        routes.push(retry_until_connected(&what, health, shutdown, || Route::workload(spec, logs.client())).await?);
+    }
+    Some(routes)
 }
 
 /// Calls `connect` until it succeeds, every [`MAX_BACKOFF`], with `what` and the error as the
@@ -251,7 +287,19 @@ async fn wait(period: Duration, shutdown: &Shutdown) -> Result<(), Stopped> {
     }
 }
 
-/// The spans of a batch: per partition the first and last offset read and the last record's
+/// A batch split by topic, each part in the order read (so in offset order per partition).
+fn split_by_route(batch: Vec<Received>) -> Vec<(usize, Vec<Received>)> {
+    let mut parts: Vec<(usize, Vec<Received>)> = Vec::new();
+    for received in batch {
+        match parts.iter_mut().find(|(route, _)| *route == received.route) {
+            Some((_, part)) => part.push(received),
+            None => parts.push((received.route, vec![received])),
+        }
+    }
+    parts
+}
+
+/// The spans of a batch (of one topic): per partition the first and last offset read and the last record's
 /// fingerprint.
 fn spans_of(batch: &[Received]) -> Vec<Span> {
     let mut spans: Vec<Span> = Vec::new();
@@ -285,7 +333,13 @@ impl Worker {
         match message {
             Ok(message) => {
                 self.metrics.messages.inc();
-                Some(Received::of(&message))
+                match self.routes.iter().position(|route| route.topic == message.topic()) {
+                    Some(route) => Some(Received::of(route, &message)),
+                    None => {
+                        tracing::warn!(topic = message.topic(), "a record of a topic this consumer does not read; ignored");
+                        None
+                    }
+                }
             }
             Err(error) => {
                 tracing::warn!(%error, "kafka receive error");
@@ -322,46 +376,46 @@ impl Worker {
         Some(batch)
     }
 
-    /// Decodes, counts, logs and dead-letters one batch; returns once all of it is done, or
-    /// once it was put back because Redis is behind.
-    async fn process(&mut self, batch: Vec<Received>) -> Result<(Outcome, Vec<Received>), Stopped> {
+    /// Decodes, counts, logs and dead-letters one batch of the topic of `route`; returns once
+    /// all of it is done, or once it was put back because Redis is behind.
+    async fn process(&mut self, route: usize, batch: Vec<Received>) -> Result<(Outcome, Vec<Received>), Stopped> {
         let mut dead = Vec::new();
-        let mut decoded = Decoded { events: Vec::with_capacity(batch.len()), votes: Vec::with_capacity(batch.len()) };
+        let mut decoded = Decoded { events: Vec::with_capacity(batch.len()), items: Vec::with_capacity(batch.len()) };
         for (at, received) in batch.iter().enumerate() {
-            let vote = match &received.payload {
-                Some(payload) => vote_core::decode_event(payload).map_err(|e| (Reason::of_event_error(&e), e.to_string())),
-                None => Err((Reason::Undecodable, "the record has no payload".to_owned())),
-            };
-            match vote {
-                Ok(vote) => {
-                    decoded.events.push(votes::event(received.partition, received.offset, &vote));
-                    decoded.votes.push((vote, at));
+            match self.routes[route].decode(received.partition, received.offset, received.payload.as_deref()) {
+                Ok((event, item)) => {
+                    decoded.events.push(event);
+                    decoded.items.push((item, at));
                 }
                 Err((reason, error)) => {
-                    self.metrics.poison.inc();
+                    match self.routes[route].workload_name() {
+                        None => self.metrics.poison.inc(),
+                        Some(workload) => self.metrics.workload_invalid.with_label_values(&[workload]).inc(),
+                    }
                     dead.push(self.dead_letter(received, reason, error));
                 }
             }
         }
         let mut spans = spans_of(&batch);
-        if let Some(behind) = self.count(&mut spans, &mut decoded, &batch, &mut dead).await? {
-            self.rewind(&behind, batch).await;
+        if let Some(behind) = self.count(route, &mut spans, &mut decoded, &batch, &mut dead).await? {
+            self.rewind(route, &behind, batch).await;
             // A stall before the gap paused the assignment: the re-read needs it fetching.
             self.resume().await;
             return Ok((Outcome::Rewound, Vec::new()));
         }
-        self.log(&decoded.votes, &batch, &mut dead).await?;
+        self.log(route, &decoded.items, &batch, &mut dead).await?;
         self.publish_dead_letters(dead).await?;
         self.resume().await;
         Ok((Outcome::Done, batch))
     }
 
     fn dead_letter(&self, received: &Received, reason: Reason, error: String) -> DeadLetter {
-        tracing::error!(partition = received.partition, offset = received.offset, reason = reason.label(), %error, "sending a message to the dead-letter topic");
+        let topic = &self.routes[received.route].topic;
+        tracing::error!(topic, partition = received.partition, offset = received.offset, reason = reason.label(), %error, "sending a message to the dead-letter topic");
         let envelope = Envelope::new(
             reason,
             error,
-            &self.settings.topic,
+            topic,
             received.partition,
             received.offset,
             received.key.as_deref(),
@@ -371,43 +425,54 @@ impl Worker {
         (dead_letter_key(received.key.as_deref()), envelope)
     }
 
-    /// Counts the votes in Redis; a vote Redis refuses goes to the dead letters and the rest is
-    /// tried again at once; a replay is checked against the log; anything else is waited out.
-    /// Returns the partitions Redis is behind on, if any (nothing was written then).
-    async fn count(&mut self, spans: &mut [Span], decoded: &mut Decoded, batch: &[Received], dead: &mut Vec<DeadLetter>) -> Result<Option<Vec<Behind>>, Stopped> {
+    /// Counts the batch (of the topic of `route`) in Redis; an event Redis refuses goes to the
+    /// dead letters and the rest is tried again at once; a replay is checked against the log;
+    /// anything else is waited out. Returns the partitions Redis is behind on, if any (nothing
+    /// was written then).
+    async fn count(&mut self, route: usize, spans: &mut [Span], decoded: &mut Decoded, batch: &[Received], dead: &mut Vec<DeadLetter>) -> Result<Option<Vec<Behind>>, Stopped> {
         let mut backoff = FIRST_BACKOFF;
         loop {
             for span in spans.iter_mut() {
-                span.floor = self.floors.get(&span.partition).copied().unwrap_or(-1);
-                span.verified = self.verified.get(&span.partition).copied();
+                span.floor = self.floors.get(&(route, span.partition)).copied().unwrap_or(-1);
+                span.verified = self.verified.get(&(route, span.partition)).copied();
             }
             let started = Instant::now();
-            let topic = self.settings.topic.clone();
-            match self.counters.count(&topic, &self.aggregates, spans, &decoded.events, false).await {
+            let (topic, aggregates) = (&self.routes[route].topic, &self.routes[route].aggregates);
+            match self.counters.count(topic, aggregates, spans, &decoded.events, false).await {
                 Ok(counted) => {
                     self.metrics.store_write_seconds.with_label_values(&[Store::Redis.label()]).observe(started.elapsed().as_secs_f64());
-                    let now = vote_core::now_ms();
-                    for &index in &counted.newly_counted {
-                        let received_at = decoded.votes[index].0.received_at_ms;
-                        self.metrics.visible_seconds.observe((now - received_at).max(0) as f64 / 1000.0);
+                    match self.routes[route].workload_name() {
+                        None => {
+                            let now = vote_core::now_ms();
+                            for &index in &counted.newly_counted {
+                                let received_at = decoded.items[index].0.received_at_ms();
+                                self.metrics.visible_seconds.observe((now - received_at).max(0) as f64 / 1000.0);
+                            }
+                            self.metrics.counted.inc_by(counted.counted);
+                            self.metrics.duplicates.inc_by(counted.skipped);
+                            self.metrics.overflowed.inc_by(counted.overflowed);
+                        }
+                        Some(workload) => {
+                            self.metrics.workload_counted.with_label_values(&[workload]).inc_by(counted.counted);
+                            self.metrics.workload_duplicates.with_label_values(&[workload]).inc_by(counted.skipped);
+                            self.metrics.workload_overflowed.with_label_values(&[workload]).inc_by(counted.overflowed);
+                        }
                     }
-                    self.metrics.counted.inc_by(counted.counted);
-                    self.metrics.duplicates.inc_by(counted.skipped);
-                    self.metrics.overflowed.inc_by(counted.overflowed);
                     self.health.store_reachable(Store::Redis, true);
                     for span in spans.iter() {
-                        self.floors.remove(&span.partition);
+                        self.floors.remove(&(route, span.partition));
                     }
                     return Ok(None);
                 }
                 Err(CountError::Event { index, reason }) => {
-                    let (vote, at) = decoded.remove(index);
-                    let reason = format!("redis refused vote {}: {reason}", vote.vote_id);
+                    let (item, at) = decoded.remove(index);
+                    let what = if self.routes[route].workload.is_some() { "event" } else { "vote" };
+                    let reason = format!("redis refused {what} {}: {reason}", item.id());
                     dead.push(self.dead_letter(&batch[at], Reason::RedisRejected, reason));
                 }
                 Err(CountError::Gap(behind)) => return Ok(Some(behind)),
                 Err(CountError::Replay(replayed)) => {
-                    if let Err(error) = self.check_replays(&replayed).await {
+                    if let Err(error) = self.check_replays(route, &replayed).await {
                         tracing::warn!(%error, retry_in = ?backoff, "cannot check the applied offsets against the log, retrying");
                         self.stall(&mut backoff).await?;
                     }
@@ -430,64 +495,65 @@ impl Worker {
     /// For each partition the batch replays, reads the record at its applied offset: the same
     /// record (or one expired) makes it a redelivery; another one means the topic was recreated
     /// or reset, and the partition's applied offset is forgotten, loudly.
-    async fn check_replays(&mut self, replayed: &[Replayed]) -> anyhow::Result<()> {
+    async fn check_replays(&mut self, route: usize, replayed: &[Replayed]) -> anyhow::Result<()> {
         for replay in replayed {
-            let (brokers, topic) = (self.settings.brokers.clone(), self.settings.topic.clone());
+            let (brokers, topic) = (self.settings.brokers.clone(), self.routes[route].topic.clone());
             let (partition, applied, expected) = (replay.partition, replay.applied, replay.fingerprint.clone());
-            let verdict = tokio::task::spawn_blocking(move || verify::check(&brokers, &topic, partition, applied, expected.as_deref(), BROKER_TIMEOUT)).await??;
+            let checked = topic.clone();
+            let verdict = tokio::task::spawn_blocking(move || verify::check(&brokers, &checked, partition, applied, expected.as_deref(), BROKER_TIMEOUT)).await??;
             match verdict {
                 Verdict::Same | Verdict::Unknown => {
-                    tracing::info!(partition, applied, ?verdict, "a redelivery: the applied offset's record is the one counted");
-                    self.verified.insert(partition, applied);
+                    tracing::info!(topic, partition, applied, ?verdict, "a redelivery: the applied offset's record is the one counted");
+                    self.verified.insert((route, partition), applied);
                 }
                 Verdict::Reset(why) => {
-                    if self.counters.resync(&self.settings.topic, partition, applied).await? {
+                    if self.counters.resync(&topic, partition, applied).await? {
                         self.metrics.resyncs.inc();
-                        let notice = format!(
-                            "partition {partition} of {} was recreated or reset ({why}): counting restarted there; votes counted before stay counted",
-                            self.settings.topic
-                        );
+                        let what = if self.routes[route].workload.is_some() { "events" } else { "votes" };
+                        let notice = format!("partition {partition} of {topic} was recreated or reset ({why}): counting restarted there; {what} counted before stay counted");
                         tracing::error!("{notice}");
                         self.health.notice(notice);
                     }
-                    self.verified.remove(&partition);
+                    self.verified.remove(&(route, partition));
                 }
             }
         }
         Ok(())
     }
 
-    /// Re-reads each partition Redis is behind on from after its applied offset (or from the
-    /// oldest record still in the log), and puts the rest of the batch back in front.
-    async fn rewind(&mut self, behind: &[Behind], batch: Vec<Received>) {
-        let partitions: HashSet<i32> = behind.iter().map(|b| b.partition).collect();
-        let kept: Vec<Received> = batch.into_iter().filter(|r| !partitions.contains(&r.partition)).collect();
-        self.carry.retain(|r| !partitions.contains(&r.partition));
+    /// Re-reads each partition of the topic of `route` Redis is behind on from after its applied
+    /// offset (or from the oldest record still in the log), and puts the rest of the batch back
+    /// in front.
+    async fn rewind(&mut self, route: usize, behind: &[Behind], batch: Vec<Received>) {
+        let partitions: HashSet<Partition> = behind.iter().map(|b| (route, b.partition)).collect();
+        let kept: Vec<Received> = batch.into_iter().filter(|r| !partitions.contains(&(r.route, r.partition))).collect();
+        self.carry.retain(|r| !partitions.contains(&(r.route, r.partition)));
         for received in kept.into_iter().rev() {
             self.carry.push_front(received);
         }
         for lag in behind {
             let mut from = lag.applied + 1;
-            let (consumer, topic, partition) = (self.consumer.clone(), self.settings.topic.clone(), lag.partition);
+            let (consumer, topic, partition) = (self.consumer.clone(), self.routes[route].topic.clone(), lag.partition);
             let watermarks = tokio::task::spawn_blocking(move || consumer.fetch_watermarks(&topic, partition, BROKER_TIMEOUT)).await;
             if let Ok(Ok((low, _))) = watermarks {
                 if low > from {
                     let notice = format!(
-                        "partition {partition}: records {from} to {} expired from the log before redis kept their counts; run votectl recount to rebuild from the logs",
+                        "partition {partition}{}: records {from} to {} expired from the log before redis kept their counts; run votectl recount to rebuild from the logs",
+                        self.topic_suffix(route),
                         low - 1
                     );
                     tracing::error!("{notice}");
                     self.health.notice(notice);
-                    self.floors.insert(partition, low);
+                    self.floors.insert((route, partition), low);
                     from = low;
                 }
             }
             self.metrics.rewinds.inc();
-            let notice = format!("redis was behind on partition {partition} (applied offset {}): re-read from offset {from}", lag.applied);
+            let notice = format!("redis was behind on partition {partition}{} (applied offset {}): re-read from offset {from}", self.topic_suffix(route), lag.applied);
             tracing::warn!("{notice}");
             self.health.notice(notice);
-            self.dropped.remove(&partition);
-            if let Err(error) = self.consumer.seek(&self.settings.topic, partition, Offset::Offset(from), BROKER_TIMEOUT) {
+            self.dropped.remove(&(route, partition));
+            if let Err(error) = self.consumer.seek(&self.routes[route].topic, partition, Offset::Offset(from), BROKER_TIMEOUT) {
                 tracing::warn!(%error, partition, "seek failed; the partition is re-read from its committed offset after the next rebalance");
             }
         }
@@ -504,53 +570,66 @@ impl Worker {
         })
         .await;
         let Ok(Ok(committed)) = committed else { return };
-        let positions: Vec<(i32, i64)> = committed
-            .elements_for_topic(&self.settings.topic)
-            .iter()
-            .filter_map(|element| match element.offset() {
-                Offset::Offset(next) => Some((element.partition(), next)),
-                _ => None,
-            })
-            .collect();
-        if positions.is_empty() {
-            return;
-        }
-        let partitions: Vec<i32> = positions.iter().map(|(partition, _)| *partition).collect();
-        // Without an epoch Redis lost everything: every partition is behind from -1. With one, a
-        // partition it never applied (-1) is left alone: nothing says its counts are missing.
-        let (applied, lost_everything) = match self.counters.applied(&self.settings.topic, &partitions).await {
-            Ok(Some(applied)) => (applied, false),
-            Ok(None) => (vec![-1; partitions.len()], true),
-            Err(_) => return,
-        };
-        let behind: Vec<Behind> = positions
-            .iter()
-            .zip(applied)
-            .filter(|((_, next), applied)| (*applied >= 0 || lost_everything) && *next > *applied + 1)
-            .map(|((partition, _), applied)| Behind { partition: *partition, applied })
-            .collect();
-        if !behind.is_empty() {
-            self.rewind(&behind, Vec::new()).await;
+        for route in 0..self.routes.len() {
+            let positions: Vec<(i32, i64)> = committed
+                .elements_for_topic(&self.routes[route].topic)
+                .iter()
+                .filter_map(|element| match element.offset() {
+                    Offset::Offset(next) => Some((element.partition(), next)),
+                    _ => None,
+                })
+                .collect();
+            if positions.is_empty() {
+                continue;
+            }
+            let partitions: Vec<i32> = positions.iter().map(|(partition, _)| *partition).collect();
+            // Without an epoch Redis lost everything: every partition is behind from -1. With one, a
+            // partition it never applied (-1) is left alone: nothing says its counts are missing.
+            let (applied, lost_everything) = match self.counters.applied(&self.routes[route].topic, &partitions).await {
+                Ok(Some(applied)) => (applied, false),
+                Ok(None) => (vec![-1; partitions.len()], true),
+                Err(_) => return,
+            };
+            let behind: Vec<Behind> = positions
+                .iter()
+                .zip(applied)
+                .filter(|((_, next), applied)| (*applied >= 0 || lost_everything) && *next > *applied + 1)
+                .map(|((partition, _), applied)| Behind { partition: *partition, applied })
+                .collect();
+            if !behind.is_empty() {
+                self.rewind(route, &behind, Vec::new()).await;
+            }
         }
     }
 
-    /// Logs the votes in MongoDB; documents it refuses go to the dead letters, anything else
-    /// is waited out (the insert is idempotent).
-    async fn log(&mut self, votes: &[(VoteEvent, usize)], batch: &[Received], dead: &mut Vec<DeadLetter>) -> Result<(), Stopped> {
+    /// `" of <topic>"` for a workload's topic, nothing for the votes (notices read as before).
+    fn topic_suffix(&self, route: usize) -> String {
+        match self.routes[route].workload {
+            Some(_) => format!(" of {}", self.routes[route].topic),
+            None => String::new(),
+        }
+    }
+
+    /// Logs the votes (or the workload's events) in MongoDB; documents it refuses go to the
+    /// dead letters, anything else is waited out (the insert is idempotent).
+    async fn log(&mut self, route: usize, items: &[(Item, usize)], batch: &[Received], dead: &mut Vec<DeadLetter>) -> Result<(), Stopped> {
         let mut backoff = FIRST_BACKOFF;
         loop {
             let started = Instant::now();
-            let topic = &self.settings.topic;
-            let documents = votes.iter().map(|(vote, at)| {
+            let topic = &self.routes[route].topic;
+            let documents = items.iter().map(|(item, at)| {
                 let received = &batch[*at];
-                (vote, Origin { topic: topic.clone(), partition: received.partition, offset: received.offset })
+                (item, Origin { topic: topic.clone(), partition: received.partition, offset: received.offset })
             });
-            match self.logs.insert(documents).await {
+            match self.routes[route].log(&self.logs, documents).await {
                 Ok(inserted) => {
                     self.metrics.store_write_seconds.with_label_values(&[Store::MongoDb.label()]).observe(started.elapsed().as_secs_f64());
-                    self.metrics.logged.inc_by(inserted.inserted);
+                    match self.routes[route].workload_name() {
+                        None => self.metrics.logged.inc_by(inserted.inserted),
+                        Some(workload) => self.metrics.workload_logged.with_label_values(&[workload]).inc_by(inserted.inserted),
+                    }
                     for (index, reason) in inserted.rejected {
-                        dead.push(self.dead_letter(&batch[votes[index].1], Reason::MongodbRejected, reason));
+                        dead.push(self.dead_letter(&batch[items[index].1], Reason::MongodbRejected, reason));
                     }
                     self.health.store_reachable(Store::MongoDb, true);
                     return Ok(());
@@ -633,9 +712,10 @@ impl Worker {
                 message = consumer.recv() => message,
             };
             let Some(received) = self.receive(message) else { continue };
-            if self.dropped.contains_key(&received.partition) || self.carry.len() >= bound {
+            let partition = (received.route, received.partition);
+            if self.dropped.contains_key(&partition) || self.carry.len() >= bound {
                 self.metrics.carry_dropped.inc();
-                let first = self.dropped.entry(received.partition).or_insert(received.offset);
+                let first = self.dropped.entry(partition).or_insert(received.offset);
                 *first = (*first).min(received.offset);
             } else {
                 self.carry.push_back(received);
@@ -653,16 +733,17 @@ impl Worker {
             // Partitions revoked meanwhile cannot be resumed, and need not be.
             let _ = self.consumer.resume(&assignment);
         }
-        for (partition, from) in std::mem::take(&mut self.dropped) {
-            if let Err(error) = self.consumer.seek(&self.settings.topic, partition, Offset::Offset(from), BROKER_TIMEOUT) {
+        for ((route, partition), from) in std::mem::take(&mut self.dropped) {
+            if let Err(error) = self.consumer.seek(&self.routes[route].topic, partition, Offset::Offset(from), BROKER_TIMEOUT) {
                 tracing::warn!(%error, partition, "seek after a stall failed; the partition is re-read from its committed offset after the next rebalance");
             }
         }
         tracing::info!("stores answer again; partitions resumed");
     }
 
-    /// Commits, for each partition of the batch, the offset after its last message.
-    fn commit(&self, batch: &[Received]) {
+    /// Commits, for each partition of the batch (of the topic of `route`), the offset after its
+    /// last message.
+    fn commit(&self, route: usize, batch: &[Received]) {
         let mut next: HashMap<i32, i64> = HashMap::new();
         for received in batch {
             let entry = next.entry(received.partition).or_insert(received.offset + 1);
@@ -670,7 +751,7 @@ impl Worker {
         }
         let mut offsets = TopicPartitionList::new();
         for (partition, offset) in next {
-            if let Err(error) = offsets.add_partition_offset(&self.settings.topic, partition, Offset::Offset(offset)) {
+            if let Err(error) = offsets.add_partition_offset(&self.routes[route].topic, partition, Offset::Offset(offset)) {
                 tracing::error!(%error, partition, "bad offset");
             }
         }
@@ -687,7 +768,7 @@ mod tests {
     use super::*;
 
     fn received(partition: i32, offset: i64, key: &[u8]) -> Received {
-        Received { partition, offset, key: Some(key.to_vec()), payload: None }
+        Received { route: 0, partition, offset, key: Some(key.to_vec()), payload: None }
     }
 
     #[test]
@@ -696,6 +777,14 @@ mod tests {
         assert_eq!(spans.len(), 2);
         assert_eq!((spans[0].first, spans[0].last, spans[0].last_fingerprint.as_str()), (5, 7, "63"));
         assert_eq!((spans[1].first, spans[1].last), (9, 9));
+    }
+
+    #[test]
+    fn a_batch_is_split_by_topic_keeping_the_order_read() {
+        let on = |route, partition, offset| Received { route, ..received(partition, offset, b"k") };
+        let parts = split_by_route(vec![on(1, 0, 3), on(0, 0, 8), on(1, 0, 4), on(2, 1, 1), on(0, 0, 9)]);
+        let offsets: Vec<(usize, Vec<i64>)> = parts.iter().map(|(route, part)| (*route, part.iter().map(|r| r.offset).collect())).collect();
+        assert_eq!(offsets, vec![(1, vec![3, 4]), (0, vec![8, 9]), (2, vec![1])]);
     }
 
     #[test]

@@ -399,20 +399,25 @@ impl TestStack {
     /// Messages of the votes topic that `group` has not committed yet (None if the broker does
     /// not answer): the high watermark minus the committed offset, over all partitions.
     pub async fn group_lag(&self, group: &str) -> Option<i64> {
+        self.group_lag_on(group, vote_core::TOPIC).await
+    }
+
+    /// [`TestStack::group_lag`] on `topic` (which has the stack's number of partitions).
+    pub async fn group_lag_on(&self, group: &str, topic: &str) -> Option<i64> {
         use rdkafka::consumer::{BaseConsumer, Consumer};
-        let (brokers, group, partitions) = (self.config.brokers(), group.to_owned(), self.config.partitions);
+        let (brokers, group, partitions, topic) = (self.config.brokers(), group.to_owned(), self.config.partitions, topic.to_owned());
         tokio::task::spawn_blocking(move || {
             let timeout = Duration::from_secs(5);
             let consumer: BaseConsumer =
                 rdkafka::ClientConfig::new().set("bootstrap.servers", &brokers).set("group.id", &group).set("enable.auto.commit", "false").create().ok()?;
             let mut assignment = rdkafka::TopicPartitionList::new();
             for partition in 0..partitions {
-                assignment.add_partition(vote_core::TOPIC, partition);
+                assignment.add_partition(&topic, partition);
             }
             let committed = consumer.committed_offsets(assignment, timeout).ok()?;
             let mut lag = 0;
             for element in committed.elements() {
-                let (low, high) = consumer.fetch_watermarks(vote_core::TOPIC, element.partition(), timeout).ok()?;
+                let (low, high) = consumer.fetch_watermarks(&topic, element.partition(), timeout).ok()?;
                 lag += high - element.offset().to_raw().filter(|offset| *offset >= 0).unwrap_or(low);
             }
             Some(lag)

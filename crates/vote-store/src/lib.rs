@@ -6,6 +6,8 @@
 //! - [`votes`]: the votes workload's aggregates and what one vote writes to them.
 //! - [`leaderboard`]: bounded reads of a leaderboard (its top members, size and overflow).
 //! - [`logs`]: [`Logs`], the `votes.logs` collection, one document per vote id.
+//! - [`workloads`]: the manifest's JSON workloads: their aggregates, what one event writes, and
+//!   their event logs (`votes.events_<workload>`).
 
 pub mod album;
 pub mod counters;
@@ -13,6 +15,7 @@ pub mod keys;
 pub mod leaderboard;
 pub mod logs;
 pub mod votes;
+pub mod workloads;
 
 pub use album::{decode_album_field, encode_album_field};
 pub use counters::Counters;

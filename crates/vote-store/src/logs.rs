@@ -63,30 +63,22 @@ pub fn log_document(event: &VoteEvent, origin: &Origin, consumed_at: DateTime) -
 impl Logs {
     /// Connects and makes sure the indexes exist.
     pub async fn connect(url: &str) -> mongodb::error::Result<Self> {
-        let mut options = ClientOptions::parse(url).await?;
-        options.server_selection_timeout.get_or_insert(SERVER_SELECTION_TIMEOUT);
-        options.connect_timeout.get_or_insert(SERVER_SELECTION_TIMEOUT);
-        let client = Client::with_options(options)?;
+        let client = client(url).await?;
         let collection = client.database(DATABASE).collection::<Document>(COLLECTION);
         let logs = Self { collection };
         logs.ensure_indexes().await?;
         Ok(logs)
     }
 
+    /// The client the logs are written through (its connection pool can serve other collections).
+    pub fn client(&self) -> &Client {
+        self.collection.client()
+    }
+
     async fn ensure_indexes(&self) -> mongodb::error::Result<()> {
-        let by_time = IndexModel::builder()
-            .keys(doc! { "received_at": -1 })
-            .options(IndexOptions::builder().name("received_at_desc".to_owned()).build())
-            .build();
-        let by_band = IndexModel::builder()
-            .keys(doc! { "name": 1, "received_at": -1 })
-            .options(IndexOptions::builder().name("name_received_at".to_owned()).build())
-            .build();
-        let by_offset = IndexModel::builder()
-            .keys(doc! { "topic": 1, "partition": 1, "offset": 1 })
-            .options(IndexOptions::builder().name("topic_partition_offset".to_owned()).build())
-            .build();
-        self.collection.create_indexes([by_time, by_band, by_offset]).await?;
+        let by_time = index(doc! { "received_at": -1 }, "received_at_desc");
+        let by_band = index(doc! { "name": 1, "received_at": -1 }, "name_received_at");
+        self.collection.create_indexes([by_time, by_band, by_offset()]).await?;
         Ok(())
     }
 
@@ -100,30 +92,54 @@ impl Logs {
     /// is idempotent.
     pub async fn insert<'a>(&self, votes: impl IntoIterator<Item = (&'a VoteEvent, Origin)>) -> mongodb::error::Result<Inserted> {
         let consumed_at = DateTime::now();
-        let documents: Vec<Document> = votes.into_iter().map(|(event, origin)| log_document(event, &origin, consumed_at)).collect();
-        if documents.is_empty() {
-            return Ok(Inserted::default());
-        }
-        let total = documents.len();
-        let options = InsertManyOptions::builder().ordered(false).build();
-        match self.collection.insert_many(documents).with_options(options).await {
-            Ok(result) => Ok(Inserted { inserted: result.inserted_ids.len() as u64, rejected: Vec::new() }),
-            Err(error) => match *error.kind {
-                ErrorKind::InsertMany(ref failure) if failure.write_concern_error.is_none() => {
-                    let errors = failure.write_errors.as_deref().unwrap_or_default();
-                    let rejected: Vec<(usize, String)> = errors
-                        .iter()
-                        .filter(|e| e.code != DUPLICATE_KEY)
-                        .map(|e| (e.index, format!("mongodb error {}: {}", e.code, e.message)))
-                        .collect();
-                    Ok(Inserted { inserted: (total - errors.len()) as u64, rejected })
-                }
-                ErrorKind::Write(WriteFailure::WriteError(ref e)) if e.code == DUPLICATE_KEY => Ok(Inserted::default()),
-                ErrorKind::Write(WriteFailure::WriteError(ref e)) if total == 1 => {
-                    Ok(Inserted { inserted: 0, rejected: vec![(0, format!("mongodb error {}: {}", e.code, e.message))] })
-                }
-                _ => Err(error),
-            },
-        }
+        insert_documents(&self.collection, votes.into_iter().map(|(event, origin)| log_document(event, &origin, consumed_at)).collect()).await
     }
+}
+
+/// A client for `url` that gives up looking for a server after [`SERVER_SELECTION_TIMEOUT`].
+pub async fn client(url: &str) -> mongodb::error::Result<Client> {
+    let mut options = ClientOptions::parse(url).await?;
+    options.server_selection_timeout.get_or_insert(SERVER_SELECTION_TIMEOUT);
+    options.connect_timeout.get_or_insert(SERVER_SELECTION_TIMEOUT);
+    Client::with_options(options)
+}
+
+/// Inserts `documents` unordered; those whose `_id` is already there (a redelivery) are skipped,
+/// those refused for another reason are returned in [`Inserted::rejected`]. An `Err` is worth
+/// retrying: the insert is idempotent.
+pub async fn insert_documents(collection: &Collection<Document>, documents: Vec<Document>) -> mongodb::error::Result<Inserted> {
+    if documents.is_empty() {
+        return Ok(Inserted::default());
+    }
+    let total = documents.len();
+    let options = InsertManyOptions::builder().ordered(false).build();
+    match collection.insert_many(documents).with_options(options).await {
+        Ok(result) => Ok(Inserted { inserted: result.inserted_ids.len() as u64, rejected: Vec::new() }),
+        Err(error) => match *error.kind {
+            ErrorKind::InsertMany(ref failure) if failure.write_concern_error.is_none() => {
+                let errors = failure.write_errors.as_deref().unwrap_or_default();
+                let rejected: Vec<(usize, String)> = errors
+                    .iter()
+                    .filter(|e| e.code != DUPLICATE_KEY)
+                    .map(|e| (e.index, format!("mongodb error {}: {}", e.code, e.message)))
+                    .collect();
+                Ok(Inserted { inserted: (total - errors.len()) as u64, rejected })
+            }
+            ErrorKind::Write(WriteFailure::WriteError(ref e)) if e.code == DUPLICATE_KEY => Ok(Inserted::default()),
+            ErrorKind::Write(WriteFailure::WriteError(ref e)) if total == 1 => {
+                Ok(Inserted { inserted: 0, rejected: vec![(0, format!("mongodb error {}: {}", e.code, e.message))] })
+            }
+            _ => Err(error),
+        },
+    }
+}
+
+/// An index on `keys` named `name`.
+pub(crate) fn index(keys: Document, name: &str) -> IndexModel {
+    IndexModel::builder().keys(keys).options(IndexOptions::builder().name(name.to_owned()).build()).build()
+}
+
+/// The index on where a log's record was read ([`Origin`]), which a recount walks.
+pub(crate) fn by_offset() -> IndexModel {
+    index(doc! { "topic": 1, "partition": 1, "offset": 1 }, "topic_partition_offset")
 }
