@@ -27,6 +27,11 @@ async fn stack_after_traffic() -> TestStack {
     let stack = TestStack::start().await;
     let mut config = stack.config.clone();
     config.component = component("vote_rest");
+    // The services as `make up` runs them: the whole application of the shipped manifest.
+    config.manifest = Some(vote_stack::config::repo_root().join("spin.toml"));
+    for topic in config.workload_topics().unwrap() {
+        vote_kafka::ensure_topic(&config.brokers(), &topic, config.partitions).await.unwrap();
+    }
     if let Err(error) = vote_stack::up(&config, &stack.supervisor, &[Part::Consumer, Part::GrpcProducer, Part::Host, Part::Prometheus]).await {
         panic!("the services and Prometheus did not start: {error:#}");
     }
