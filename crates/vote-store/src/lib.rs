@@ -6,6 +6,8 @@
 //! - [`votes`]: the votes workload's aggregates and what one vote writes to them.
 //! - [`leaderboard`]: bounded reads of a leaderboard (its top members, size and overflow).
 //! - [`logs`]: [`Logs`], the `votes.logs` collection, one document per vote id.
+//! - [`workload_view`]: one manifest workload's live view (tops, shares, means, latest events),
+//!   read in one round trip: what the results app and `votectl results --workload` show.
 
 pub mod album;
 pub mod counters;
@@ -13,6 +15,7 @@ pub mod keys;
 pub mod leaderboard;
 pub mod logs;
 pub mod votes;
+pub mod workload_view;
 
 pub use album::{decode_album_field, encode_album_field};
 pub use counters::Counters;
