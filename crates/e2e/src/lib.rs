@@ -5,10 +5,12 @@
 //! - [`grafana`]: the dashboards and data sources of `grafana/`, and their checks.
 //! - [`exposition`]: the Prometheus text format of `/metrics` pages.
 //! - [`fleet`]: hosts that follow the fleet topic, and signed deploys to them.
+//! - [`workloads`]: the manifest's workloads, and their events written straight into the stores.
 
 pub mod exposition;
 pub mod fleet;
 pub mod grafana;
+pub mod workloads;
 
 use std::collections::HashMap;
 use std::future::Future;
