@@ -50,6 +50,40 @@ pub fn ballot(sede: &str, municipio: &str, departamento: &str, papeleta: &str, p
     ])
 }
 
+/// Eight weather reports: guatemala 4 (18.5 °C, 77.5 %), mixco 3 (21.7 °C, 70 %), amatitlan 1;
+/// the first six: guatemala 3 (18 °C), mixco 2 (21 °C), amatitlan 1.
+pub fn sample_reports() -> Vec<Data> {
+    vec![
+        weather("guatemala", "cloudy", 18, 65),
+        weather("mixco", "sunny", 20, 60),
+        weather("guatemala", "cloudy", 17, 70),
+        weather("mixco", "sunny", 22, 70),
+        weather("guatemala", "foggy", 19, 90),
+        weather("amatitlan", "sunny", 30, 40),
+        weather("mixco", "rainy", 23, 80),
+        weather("guatemala", "rainy", 20, 85),
+    ]
+}
+
+/// A polling place named like markup.
+pub const XSS_SEDE: &str = "<img src=x onerror=alert(1)>";
+
+/// Nine ballots: presidential ballots Guatemala 3, Quetzaltenango 2, Sololá 1, Petén 1; a party
+/// named with a `|`; one polling place named like markup ([`XSS_SEDE`]).
+pub fn sample_ballots() -> Vec<Data> {
+    vec![
+        ballot("EORM 1", "Guatemala", "Guatemala", "presidente", "UNE"),
+        ballot("EORM 1", "Guatemala", "Guatemala", "presidente", "VAMOS"),
+        ballot(XSS_SEDE, "Mixco", "Guatemala", "presidente", "UNE"),
+        ballot("Escuela Central", "Sololá", "Sololá", "presidente", "Semilla"),
+        ballot("Escuela Central", "Sololá", "Sololá", "diputados", "UNE"),
+        ballot("EORM 1", "Guatemala", "Guatemala", "alcalde", "A|B"),
+        ballot("Instituto Quetzal", "Quetzaltenango", "Quetzaltenango", "presidente", "Semilla"),
+        ballot("Instituto Quetzal", "Quetzaltenango", "Quetzaltenango", "presidente", "Semilla"),
+        ballot("Escuela Petén", "Flores", "Petén", "presidente", "VAMOS"),
+    ]
+}
+
 /// Envelopes of `spec`'s workload for `datas`, the `i`-th received at `BASE_MS + (first + i) s`.
 pub fn envelopes(spec: &WorkloadSpec, first: usize, datas: Vec<Data>) -> Vec<Envelope> {
     let producer = format!("{}-rest@0.1.0", spec.name);

@@ -6,41 +6,10 @@
 use std::process::Output;
 use std::time::Duration;
 
-use e2e::workloads::{self, ballot, weather};
+use e2e::workloads::{self, weather, XSS_SEDE};
 use e2e::TestStack;
 use serde_json::{json, Value};
 use vote_stack::Part;
-
-/// The first weather reports: guatemala 4 (18.5 °C, 77.5 %), mixco 3 (21.7 °C, 70 %), amatitlan 1.
-fn first_reports() -> Vec<vote_platform::event::Data> {
-    vec![
-        weather("guatemala", "cloudy", 18, 65),
-        weather("mixco", "sunny", 20, 60),
-        weather("guatemala", "cloudy", 17, 70),
-        weather("mixco", "sunny", 22, 70),
-        weather("guatemala", "foggy", 19, 90),
-        weather("amatitlan", "sunny", 30, 40),
-        weather("mixco", "rainy", 23, 80),
-        weather("guatemala", "rainy", 20, 85),
-    ]
-}
-
-/// A polling place named like markup.
-const XSS_SEDE: &str = "<img src=x onerror=alert(1)>";
-
-fn ballots() -> Vec<vote_platform::event::Data> {
-    vec![
-        ballot("EORM 1", "Guatemala", "Guatemala", "presidente", "UNE"),
-        ballot("EORM 1", "Guatemala", "Guatemala", "presidente", "VAMOS"),
-        ballot(XSS_SEDE, "Mixco", "Guatemala", "presidente", "UNE"),
-        ballot("Escuela Central", "Sololá", "Sololá", "presidente", "Semilla"),
-        ballot("Escuela Central", "Sololá", "Sololá", "diputados", "UNE"),
-        ballot("EORM 1", "Guatemala", "Guatemala", "alcalde", "A|B"),
-        ballot("Instituto Quetzal", "Quetzaltenango", "Quetzaltenango", "presidente", "Semilla"),
-        ballot("Instituto Quetzal", "Quetzaltenango", "Quetzaltenango", "presidente", "Semilla"),
-        ballot("Escuela Petén", "Flores", "Petén", "presidente", "VAMOS"),
-    ]
-}
 
 /// `(values, count, share)` of each member of the count aggregate `name` in a view's JSON.
 fn members(view: &Value, name: &str) -> Vec<(Vec<String>, u64, Option<f64>)> {
@@ -71,7 +40,7 @@ fn v(values: &[&str]) -> Vec<String> {
     values.iter().map(|s| s.to_string()).collect()
 }
 
-/// Checks the weather view of the first reports, exactly.
+/// Checks the weather view of the sample reports, exactly.
 fn check_weather(view: &Value) {
     assert_eq!(view["total"], 8, "{view}");
     assert_eq!(view["workload"], "weather");
@@ -124,8 +93,8 @@ async fn read_until(response: &mut reqwest::Response, seen: &mut String, wanted:
 async fn workload_results_from_votectl_and_the_results_api() {
     let stack = TestStack::start_parts(&[Part::Redis, Part::Mongo]).await;
     let (weather_spec, ballots_spec) = (workloads::spec("weather"), workloads::spec("ballots"));
-    let reports = workloads::envelopes(&weather_spec, 0, first_reports());
-    let cast = workloads::envelopes(&ballots_spec, 0, ballots());
+    let reports = workloads::envelopes(&weather_spec, 0, workloads::sample_reports());
+    let cast = workloads::envelopes(&ballots_spec, 0, workloads::sample_ballots());
     let mut redis = stack.redis().await;
     workloads::count(&mut redis, &weather_spec, &reports).await;
     workloads::count(&mut redis, &ballots_spec, &cast).await;

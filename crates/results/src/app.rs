@@ -128,14 +128,14 @@ async fn results(State(state): State<AppState>) -> Response {
 }
 
 /// A search's query string checked by `parse`; a 400 naming the parameter otherwise.
-fn search_query<Q>(state: &AppState, raw: Option<&str>, parse: impl FnOnce(&[(String, String)]) -> Result<Q, QueryError>) -> Result<Q, Response> {
+fn search_query<Q>(state: &AppState, raw: Option<&str>, parse: impl FnOnce(&[(String, String)]) -> Result<Q, QueryError>) -> Result<Q, Box<Response>> {
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.unwrap_or("")).map_err(|e| {
         state.metrics.searches.with_label_values(&["invalid"]).inc();
-        error(StatusCode::BAD_REQUEST, format!("query: {e}"), Some("query"))
+        Box::new(error(StatusCode::BAD_REQUEST, format!("query: {e}"), Some("query")))
     })?;
     parse(&pairs).map_err(|e| {
         state.metrics.searches.with_label_values(&["invalid"]).inc();
-        error(StatusCode::BAD_REQUEST, &e, Some(&e.field))
+        Box::new(error(StatusCode::BAD_REQUEST, &e, Some(&e.field)))
     })
 }
 
@@ -158,7 +158,7 @@ fn search_answer<P: serde::Serialize>(state: &AppState, page: Result<P, search::
 async fn logs(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Response {
     let query = match search_query(&state, raw.as_deref(), LogQuery::parse) {
         Ok(query) => query,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     search_answer(&state, search::search(&state.logs, &query).await)
 }
@@ -200,13 +200,13 @@ fn stream<T: Send + Sync + 'static>(state: &AppState, latest: watch::Receiver<Op
 }
 
 /// The workload called `name`, or a 404 naming the known ones.
-fn workload<'a>(state: &'a AppState, name: &str) -> Result<(&'a Workloads, &'a vote_platform::WorkloadSpec), Response> {
+fn workload<'a>(state: &'a AppState, name: &str) -> Result<(&'a Workloads, &'a vote_platform::WorkloadSpec), Box<Response>> {
     let workloads = state.workloads.as_ref().expect("workload routes exist only with a manifest");
     let shown: String = name.chars().take(64).collect();
     workloads
         .spec(name)
         .map(|spec| (workloads, spec))
-        .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("no workload {shown:?} (known: {})", workloads.names().join(", ")), Some("workload")))
+        .ok_or_else(|| Box::new(error(StatusCode::NOT_FOUND, format!("no workload {shown:?} (known: {})", workloads.names().join(", ")), Some("workload"))))
 }
 
 /// `GET /api/workloads`: every workload of the manifest, what its view shows and what its
@@ -221,7 +221,7 @@ async fn list_workloads(State(state): State<AppState>) -> Response {
 async fn workload_snapshot(State(state): State<AppState>, Path(name): Path<String>) -> Response {
     let (workloads, spec) = match workload(&state, &name) {
         Ok(found) => found,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     if workloads.counted(&name).is_none() {
         return results(State(state)).await;
@@ -238,7 +238,7 @@ async fn workload_snapshot(State(state): State<AppState>, Path(name): Path<Strin
 async fn workload_events(State(state): State<AppState>, Path(name): Path<String>) -> Response {
     let (workloads, _) = match workload(&state, &name) {
         Ok(found) => found,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     match workloads.counted(&name) {
         Some(counted) => {
@@ -254,14 +254,14 @@ async fn workload_events(State(state): State<AppState>, Path(name): Path<String>
 async fn workload_logs(State(state): State<AppState>, Path(name): Path<String>, RawQuery(raw): RawQuery) -> Response {
     let (workloads, spec) = match workload(&state, &name) {
         Ok(found) => found,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let Some(counted) = workloads.counted(&name) else {
         return logs(State(state), RawQuery(raw)).await;
     };
     let query = match search_query(&state, raw.as_deref(), |pairs| WorkloadQuery::parse(spec, pairs)) {
         Ok(query) => query,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     search_answer(&state, workload_search::search(&counted.events, &query).await)
 }

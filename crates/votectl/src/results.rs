@@ -161,3 +161,42 @@ async fn run_votes(config: &StackConfig, json: bool) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vote_store::workload_view::{CountView, MeanView, MemberCount, MemberMean};
+
+    #[test]
+    fn a_workload_reads_as_counts_with_shares_and_means() {
+        let view = WorkloadView {
+            workload: "weather".into(),
+            title: "Weather tweets".into(),
+            total: 3,
+            counts: vec![CountView {
+                name: "mw".into(),
+                title: "Conditions per municipality".into(),
+                by: vec!["municipality".into(), "weather".into()],
+                share: true,
+                members: vec![MemberCount { values: vec!["mixco".into(), "sunny".into()], count: 2, share: Some(66.7) }],
+                size: 2,
+                overflow: 1,
+            }],
+            means: vec![MeanView {
+                name: "t".into(),
+                title: "Mean temperature".into(),
+                field: "temperature".into(),
+                by: vec!["municipality".into()],
+                members: vec![MemberMean { values: vec!["mixco".into()], mean: 21.5, samples: 2 }],
+                size: 1,
+                overflow: 0,
+            }],
+            recent: vec![],
+            read_at_ms: 0,
+        };
+        let text = workload_text(&view);
+        assert!(text.starts_with("Weather tweets (weather): 3 events\n"), "{text}");
+        assert!(text.contains("Conditions per municipality (1 of 2 members, 1 events beyond the cap of members):\n         2   66.7%  mixco / sunny\n"), "{text}");
+        assert!(text.contains("Mean temperature:\n      21.5  mixco  (2 events)\n"), "{text}");
+    }
+}

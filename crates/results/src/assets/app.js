@@ -163,7 +163,8 @@ async function search(params, append) {
   const body = await response.json();
   if (!response.ok) {
     status.className = 'label error';
-    status.textContent = `${body.field ? `${body.field}: ` : ''}${body.error}`;
+    // The error names its field first.
+    status.textContent = body.error;
     return;
   }
   const rows = body.items.map((v) => [

@@ -139,7 +139,8 @@ async function searchWorkload(spec, params) {
   const body = await response.json();
   if (!response.ok) {
     status.className = 'label error';
-    status.textContent = `${body.field ? `${body.field}: ` : ''}${body.error}`;
+    // The error names its field first.
+    status.textContent = body.error;
     return;
   }
   const results = $('w-log-results');
@@ -186,7 +187,8 @@ async function loadWorkloads() {
     if (isWorkloadHash()) connect();
     return;
   }
-  workloadPage.list = (await response.json()).workloads;
+  // The band contest (the default view) first, then the others by name.
+  workloadPage.list = (await response.json()).workloads.sort((a, b) => (a.format === 'json') - (b.format === 'json') || a.name.localeCompare(b.name));
   const nav = $('workload-nav');
   nav.replaceChildren(...workloadPage.list.map((w) => {
     const link = element('a', { href: w.format === 'json' ? `#/w/${encodeURIComponent(w.name)}` : '#', 'data-workload': w.name, 'data-format': w.format }, w.title);
