@@ -2,13 +2,17 @@
 //! temporary directory, the project's real binaries started as processes, and helpers to read
 //! what landed in Redis and MongoDB. Everything it starts dies with it.
 //!
+//! - [`browser`]: the browser tests' scripts, driven line by line.
 //! - [`grafana`]: the dashboards and data sources of `grafana/`, and their checks.
 //! - [`exposition`]: the Prometheus text format of `/metrics` pages.
 //! - [`fleet`]: hosts that follow the fleet topic, and signed deploys to them.
+//! - [`workloads`]: the manifest's workloads, and their events written straight into the stores.
 
+pub mod browser;
 pub mod exposition;
 pub mod fleet;
 pub mod grafana;
+pub mod workloads;
 
 use std::collections::HashMap;
 use std::future::Future;

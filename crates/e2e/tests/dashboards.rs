@@ -1,12 +1,15 @@
 //! The dashboard contract: the Grafana dashboards of `grafana/` are valid and sound, every panel's
 //! query answers with data from the real Prometheus and Redis of a stack that carried votes over
-//! both paths, and every metric of `docs/metrics.md` is exported with its documented labels.
+//! both paths (and workload events counted with the shipped specs' keys), the workload
+//! dashboards' means and shares equal the results page's, and every metric of `docs/metrics.md`
+//! is exported with its documented labels.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use e2e::exposition::{self, Sample};
 use e2e::grafana::{self, Query};
+use e2e::workloads::{self, ballot, weather};
 use e2e::{component, invalid_votes, valid_votes, vote_json, TestStack};
 use futures::stream::{self, StreamExt};
 use vote_stack::Part;
@@ -84,7 +87,7 @@ fn the_dashboards_are_valid_grafana_json_on_provisioned_data_sources() {
 
     let dashboards = grafana::dashboards();
     let names: Vec<String> = dashboards.iter().map(|d| d.name()).collect();
-    assert_eq!(names, ["producers.json", "votes.json"]);
+    assert_eq!(names, ["ballots.json", "producers.json", "votes.json", "weather.json"]);
     let problems: Vec<String> = dashboards.iter().flat_map(|d| d.structural_problems(&sources)).collect();
     assert!(problems.is_empty(), "structural problems:\n{}", problems.join("\n"));
     let uids: BTreeSet<&str> = dashboards.iter().map(|d| d.json["uid"].as_str().unwrap()).collect();
@@ -158,6 +161,36 @@ async fn trickle(stack: &TestStack) -> tokio::task::JoinHandle<()> {
     })
 }
 
+/// Counts weather reports and ballots into Redis with the shipped specs' keys and writes (as the
+/// consumer does), one mean of them negative and ending in .x5, a party name with a `|`.
+async fn count_workloads(redis: &mut redis::aio::MultiplexedConnection) {
+    let spec = workloads::spec("weather");
+    let reports = [
+        ("guatemala", "cloudy", -1, 65),
+        ("guatemala", "foggy", -2, 70),
+        ("guatemala", "cloudy", -2, 90),
+        ("guatemala", "rainy", -2, 85),
+        ("mixco", "sunny", 20, 60),
+        ("mixco", "sunny", 22, 71),
+        ("mixco", "rainy", 23, 80),
+        ("amatitlan", "sunny", 30, 40),
+    ];
+    let events = workloads::envelopes(&spec, 0, reports.iter().map(|(m, w, t, h)| weather(m, w, *t, *h)).collect());
+    workloads::count(redis, &spec, &events).await;
+    let spec = workloads::spec("ballots");
+    let ballots = [
+        ("EORM 1", "Guatemala", "Guatemala", "presidente", "UNE"),
+        ("EORM 1", "Guatemala", "Guatemala", "presidente", "A|B"),
+        ("EORM 2", "Mixco", "Guatemala", "presidente", "UNE"),
+        ("Escuela Central", "Sololá", "Sololá", "presidente", "Semilla"),
+        ("Escuela Central", "Sololá", "Sololá", "diputados", "UNE"),
+        ("Instituto Quetzal", "Quetzaltenango", "Quetzaltenango", "presidente", "Semilla"),
+        ("Escuela Petén", "Flores", "Petén", "alcalde", "VAMOS"),
+    ];
+    let events = workloads::envelopes(&spec, 0, ballots.iter().map(|(s, m, d, p, v)| ballot(s, m, d, p, v)).collect());
+    workloads::count(redis, &spec, &events).await;
+}
+
 #[tokio::test]
 async fn every_panel_query_returns_data_from_the_real_prometheus_and_redis() {
     let stack = stack_after_traffic().await;
@@ -166,6 +199,7 @@ async fn every_panel_query_returns_data_from_the_real_prometheus_and_redis() {
     let prometheus = stack.config.prometheus_url();
     let http = reqwest::Client::new();
     let mut redis = stack.redis().await;
+    count_workloads(&mut redis).await;
     let deadline = Instant::now() + SCRAPE_WAIT;
     let (mut promql, mut redis_queries, mut failures) = (0, 0, Vec::new());
     for dashboard in grafana::dashboards() {
@@ -212,6 +246,73 @@ async fn every_panel_query_returns_data_from_the_real_prometheus_and_redis() {
     let words = grafana::redis_command(&serde_json::json!({ "command": "hgetall", "keyName": "{votes}:nobody" })).unwrap();
     let reply: redis::Value = redis::cmd(&words[0]).arg(&words[1..]).query_async(&mut redis).await.unwrap();
     assert!(!has_data(&reply), "{reply:?}");
+}
+
+/// The rows a workload dashboard's read-only script returns (one JSON object each).
+fn script_rows(place: &str, reply: redis::Value) -> Vec<serde_json::Value> {
+    let rows: Vec<String> = redis::from_redis_value(reply).unwrap_or_else(|e| panic!("{place}: not a list of rows: {e}"));
+    rows.iter().map(|row| serde_json::from_str(row).unwrap_or_else(|e| panic!("{place}: {row}: {e}"))).collect()
+}
+
+/// A view's members as `(values, number, number)` rows, sorted, for comparing.
+fn sorted<T: PartialOrd>(mut rows: Vec<T>) -> Vec<T> {
+    rows.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    rows
+}
+
+#[tokio::test]
+async fn the_workload_dashboards_read_the_shipped_keys_and_show_the_means_and_shares_of_the_results_page() {
+    let stack = TestStack::start_parts(&[Part::Redis]).await;
+    let mut redis = stack.redis().await;
+    count_workloads(&mut redis).await;
+    let sources = grafana::provisioned_datasources();
+    let mut views = BTreeMap::new();
+    for name in ["weather", "ballots"] {
+        let spec = workloads::spec(name);
+        let view = vote_store::workload_view::read(&mut redis, &spec).await.unwrap();
+        views.insert(format!("{name}.json"), (spec, view));
+    }
+    let (mut queries, mut scripts) = (0, 0);
+    for dashboard in grafana::dashboards().into_iter().filter(|d| views.contains_key(&d.name())) {
+        let (spec, view) = &views[&dashboard.name()];
+        let keys: Vec<String> = spec.aggregates().into_iter().map(|a| a.key).collect();
+        for panel_query in dashboard.queries(&sources) {
+            let place = &panel_query.place;
+            let Query::Redis(target) = &panel_query.query else { panic!("{place}: the workload dashboards read Redis only") };
+            let words = grafana::redis_command(target).unwrap_or_else(|why| panic!("{place}: {why}"));
+            assert!(words.iter().any(|word| keys.contains(word)), "{place}: {words:?} reads none of the keys of workload {}", spec.name);
+            let reply: redis::Value = redis::cmd(&words[0]).arg(&words[1..]).query_async(&mut redis).await.unwrap_or_else(|e| panic!("{place}: {words:?}: {e}"));
+            assert!(has_data(&reply), "{place}: {words:?} returned no data ({reply:?})");
+            queries += 1;
+            if words[0] != "EVAL_RO" {
+                continue;
+            }
+            scripts += 1;
+            let rows = script_rows(place, reply);
+            if let Some(mean) = spec.mean.iter().find(|m| spec.samples_key(&m.name) == words[3]) {
+                // EVAL_RO <script> 2 <samples> <sums> <by>: {<by>, mean, reports} per member.
+                assert_eq!(words[4], spec.sum_key(&mean.name), "{place}");
+                let from_dashboard = sorted(rows.iter().map(|r| (r[&words[5]].as_str().unwrap().to_owned(), r["mean"].as_f64().unwrap(), r["reports"].as_u64().unwrap())).collect());
+                let page = view.means.iter().find(|m| m.name == mean.name).unwrap();
+                let from_page = sorted(page.members.iter().map(|m| (m.values[0].clone(), m.mean, m.samples)).collect());
+                assert_eq!(from_dashboard, from_page, "{place}: the dashboard's means are the results page's");
+            } else {
+                // EVAL_RO <script> 1 <count key> <group field> <value field>: {.., ballots, share}.
+                let count = spec.count.iter().find(|c| spec.count_key(&c.name) == words[3]).unwrap_or_else(|| panic!("{place}: {words:?}"));
+                let from_dashboard = sorted(
+                    rows.iter()
+                        .map(|r| (vec![r[&words[4]].as_str().unwrap().to_owned(), r[&words[5]].as_str().unwrap().to_owned()], r["ballots"].as_u64().unwrap(), r["share"].as_f64().unwrap()))
+                        .collect(),
+                );
+                let page = view.counts.iter().find(|c| c.name == count.name).unwrap();
+                let from_page = sorted(page.members.iter().map(|m| (m.values.clone(), m.count, m.share.unwrap())).collect());
+                assert_eq!(from_dashboard, from_page, "{place}: the dashboard's shares are the results page's");
+            }
+        }
+    }
+    assert!(queries >= 13 && scripts == 3, "{queries} Redis queries, {scripts} scripts");
+    let guatemala = &views["weather.json"].1.means[0].members[0];
+    assert_eq!((guatemala.values[0].as_str(), guatemala.mean), ("guatemala", -1.8), "-7 / 4 rounds away from zero on both sides");
 }
 
 /// One row of the metrics table of `docs/metrics.md`.

@@ -1,11 +1,12 @@
 //! The HTTP routes: the page and its assets, the JSON API (`/api/results`, `/api/logs`), the
-//! live stream (`/api/events`), `/healthz` and `/metrics`.
+//! live stream (`/api/events`), `/healthz` and `/metrics`; with a manifest, each workload's
+//! (`/api/workloads`, `/api/workloads/<name>/{snapshot,events,logs}`).
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{RawQuery, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -15,14 +16,16 @@ use futures::StreamExt;
 use mongodb::bson::{doc, Document};
 use mongodb::Collection;
 use redis::aio::ConnectionManager;
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 use tokio_stream::wrappers::WatchStream;
 use vote_service::Shutdown;
 
-use crate::live::{Live, STALE_AFTER};
+use crate::live::{Live, Published, STALE_AFTER};
 use crate::metrics::Metrics;
-use crate::search::{self, LogQuery};
+use crate::search::{self, LogQuery, QueryError};
 use crate::snapshot;
+use crate::workload_search::{self, WorkloadQuery};
+use crate::workloads::Workloads;
 
 /// How long a health check waits for each store.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
@@ -30,6 +33,7 @@ const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 /// The page, its script and its style sheet, built into the binary.
 const INDEX_HTML: &str = include_str!("assets/index.html");
 const APP_JS: &str = include_str!("assets/app.js");
+const WORKLOADS_JS: &str = include_str!("assets/workloads.js");
 const APP_CSS: &str = include_str!("assets/app.css");
 /// Only the page's own files may run or style it: even markup smuggled into the page could not
 /// run a script.
@@ -45,6 +49,8 @@ pub struct AppState {
     pub shutdown: Shutdown,
     /// One permit per live event stream: the bound on open pages.
     pub sse_slots: Arc<Semaphore>,
+    /// The manifest's workloads (`--manifest`); without one, only the band contest is served.
+    pub workloads: Option<Workloads>,
 }
 
 /// How many live event streams run at once unless set otherwise.
@@ -53,9 +59,18 @@ pub const DEFAULT_MAX_EVENT_STREAMS: usize = 1024;
 /// Every route of the service.
 pub fn router(state: AppState) -> Router {
     let registry = state.metrics.registry.clone();
-    Router::new()
+    let mut router = Router::new();
+    if state.workloads.is_some() {
+        router = router
+            .route("/api/workloads", get(list_workloads))
+            .route("/api/workloads/{name}/snapshot", get(workload_snapshot))
+            .route("/api/workloads/{name}/events", get(workload_events))
+            .route("/api/workloads/{name}/logs", get(workload_logs));
+    }
+    router
         .route("/", get(|| async { asset("text/html; charset=utf-8", INDEX_HTML) }))
         .route("/app.js", get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }))
+        .route("/workloads.js", get(|| async { asset("text/javascript; charset=utf-8", WORKLOADS_JS) }))
         .route("/app.css", get(|| async { asset("text/css; charset=utf-8", APP_CSS) }))
         .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .route("/api/results", get(results))
@@ -112,23 +127,21 @@ async fn results(State(state): State<AppState>) -> Response {
     }
 }
 
-/// `GET /api/logs?band=&album=&path=&producer=&vote_id=&from=&to=&limit=&cursor=`.
-async fn logs(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Response {
-    let pairs: Vec<(String, String)> = match serde_urlencoded::from_str(raw.as_deref().unwrap_or("")) {
-        Ok(pairs) => pairs,
-        Err(e) => {
-            state.metrics.searches.with_label_values(&["invalid"]).inc();
-            return error(StatusCode::BAD_REQUEST, format!("query: {e}"), Some("query"));
-        }
-    };
-    let query = match LogQuery::parse(&pairs) {
-        Ok(query) => query,
-        Err(e) => {
-            state.metrics.searches.with_label_values(&["invalid"]).inc();
-            return error(StatusCode::BAD_REQUEST, &e, Some(&e.field));
-        }
-    };
-    match search::search(&state.logs, &query).await {
+/// A search's query string checked by `parse`; a 400 naming the parameter otherwise.
+fn search_query<Q>(state: &AppState, raw: Option<&str>, parse: impl FnOnce(&[(String, String)]) -> Result<Q, QueryError>) -> Result<Q, Box<Response>> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.unwrap_or("")).map_err(|e| {
+        state.metrics.searches.with_label_values(&["invalid"]).inc();
+        Box::new(error(StatusCode::BAD_REQUEST, format!("query: {e}"), Some("query")))
+    })?;
+    parse(&pairs).map_err(|e| {
+        state.metrics.searches.with_label_values(&["invalid"]).inc();
+        Box::new(error(StatusCode::BAD_REQUEST, &e, Some(&e.field)))
+    })
+}
+
+/// A search's page, counted by outcome; a 503 when MongoDB did not answer in time.
+fn search_answer<P: serde::Serialize>(state: &AppState, page: Result<P, search::SearchError>) -> Response {
+    match page {
         Ok(page) => {
             state.metrics.searches.with_label_values(&["ok"]).inc();
             json_response(StatusCode::OK, safe_json(&page))
@@ -139,6 +152,15 @@ async fn logs(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Respons
             error(StatusCode::SERVICE_UNAVAILABLE, format!("MongoDB did not answer: {e}"), None)
         }
     }
+}
+
+/// `GET /api/logs?band=&album=&path=&producer=&vote_id=&from=&to=&limit=&cursor=`.
+async fn logs(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Response {
+    let query = match search_query(&state, raw.as_deref(), LogQuery::parse) {
+        Ok(query) => query,
+        Err(response) => return *response,
+    };
+    search_answer(&state, search::search(&state.logs, &query).await)
 }
 
 /// Decrements the client gauge when a page's stream ends.
@@ -153,6 +175,12 @@ impl Drop for ClientGuard {
 /// `GET /api/events`: an `event: snapshot` with the counters now, then one on every change; a
 /// fast 503 with Retry-After when [`AppState::sse_slots`] are all taken.
 async fn events(State(state): State<AppState>) -> Response {
+    let latest = state.live.subscribe();
+    stream(&state, latest)
+}
+
+/// The server-sent events of one poller's snapshots, within [`AppState::sse_slots`].
+fn stream<T: Send + Sync + 'static>(state: &AppState, latest: watch::Receiver<Option<Arc<Published<T>>>>) -> Response {
     let Ok(permit) = state.sse_slots.clone().try_acquire_owned() else {
         let mut response = error(StatusCode::SERVICE_UNAVAILABLE, "too many live pages open; retry shortly", None);
         response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
@@ -161,7 +189,7 @@ async fn events(State(state): State<AppState>) -> Response {
     state.metrics.sse_clients.inc();
     let guard = (ClientGuard(state.metrics.clone()), permit);
     let mut shutdown = state.shutdown.clone();
-    let stream = WatchStream::new(state.live.subscribe())
+    let stream = WatchStream::new(latest)
         .filter_map(|published| async move { published })
         .map(move |published| {
             let _ = &guard;
@@ -169,6 +197,73 @@ async fn events(State(state): State<AppState>) -> Response {
         })
         .take_until(async move { shutdown.wait().await });
     Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response()
+}
+
+/// The workload called `name`, or a 404 naming the known ones.
+fn workload<'a>(state: &'a AppState, name: &str) -> Result<(&'a Workloads, &'a vote_platform::WorkloadSpec), Box<Response>> {
+    let workloads = state.workloads.as_ref().expect("workload routes exist only with a manifest");
+    let shown: String = name.chars().take(64).collect();
+    workloads
+        .spec(name)
+        .map(|spec| (workloads, spec))
+        .ok_or_else(|| Box::new(error(StatusCode::NOT_FOUND, format!("no workload {shown:?} (known: {})", workloads.names().join(", ")), Some("workload"))))
+}
+
+/// `GET /api/workloads`: every workload of the manifest, what its view shows and what its
+/// search takes.
+async fn list_workloads(State(state): State<AppState>) -> Response {
+    let workloads = state.workloads.as_ref().expect("workload routes exist only with a manifest");
+    json_response(StatusCode::OK, safe_json(&workloads.listing()))
+}
+
+/// `GET /api/workloads/<name>/snapshot`: the workload's view read from Redis now (the band
+/// contest's is `/api/results`).
+async fn workload_snapshot(State(state): State<AppState>, Path(name): Path<String>) -> Response {
+    let (workloads, spec) = match workload(&state, &name) {
+        Ok(found) => found,
+        Err(response) => return *response,
+    };
+    if workloads.counted(&name).is_none() {
+        return results(State(state)).await;
+    }
+    let mut redis = state.redis.clone();
+    match vote_store::workload_view::read(&mut redis, spec).await {
+        Ok(view) => json_response(StatusCode::OK, safe_json(&view)),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, format!("Redis did not answer: {e}"), None),
+    }
+}
+
+/// `GET /api/workloads/<name>/events`: the workload's live view as server-sent events, within
+/// the same bound of open streams as `/api/events`.
+async fn workload_events(State(state): State<AppState>, Path(name): Path<String>) -> Response {
+    let (workloads, _) = match workload(&state, &name) {
+        Ok(found) => found,
+        Err(response) => return *response,
+    };
+    match workloads.counted(&name) {
+        Some(counted) => {
+            let latest = counted.live.subscribe();
+            stream(&state, latest)
+        }
+        None => events(State(state)).await,
+    }
+}
+
+/// `GET /api/workloads/<name>/logs?<field>=&...&limit=`: the workload's logs, filtered on the
+/// fields its spec makes searchable.
+async fn workload_logs(State(state): State<AppState>, Path(name): Path<String>, RawQuery(raw): RawQuery) -> Response {
+    let (workloads, spec) = match workload(&state, &name) {
+        Ok(found) => found,
+        Err(response) => return *response,
+    };
+    let Some(counted) = workloads.counted(&name) else {
+        return logs(State(state), RawQuery(raw)).await;
+    };
+    let query = match search_query(&state, raw.as_deref(), |pairs| WorkloadQuery::parse(spec, pairs)) {
+        Ok(query) => query,
+        Err(response) => return *response,
+    };
+    search_answer(&state, workload_search::search(&counted.events, &query).await)
 }
 
 /// `GET /healthz`: 200 when Redis and MongoDB answer and the live poller keeps reading.

@@ -27,6 +27,10 @@ struct Args {
     /// a fast 503 with Retry-After.
     #[arg(long, env = "VOTES_RESULTS_MAX_EVENT_STREAMS", default_value_t = results::app::DEFAULT_MAX_EVENT_STREAMS)]
     max_event_streams: usize,
+    /// The application manifest (spin.toml) whose workloads the page and the API also show, each
+    /// with its own live view and log search; without it, only the band contest.
+    #[arg(long, env = "VOTES_MANIFEST")]
+    manifest: Option<std::path::PathBuf>,
     /// The page's listener bounds.
     #[command(flatten)]
     connections: vote_service::listen::ListenArgs,
@@ -71,12 +75,22 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("MongoDB URL {}", args.mongo_url))?;
     mongo_options.server_selection_timeout = Some(Duration::from_secs(5));
-    let logs = mongodb::Client::with_options(mongo_options)?.database("votes").collection::<Document>("logs");
+    let database = mongodb::Client::with_options(mongo_options)?.database("votes");
+    let logs = database.collection::<Document>("logs");
 
-    let live = results::live::spawn(redis.clone(), Duration::from_millis(args.poll_ms.max(10)), metrics.clone(), shutdown.clone());
+    let interval = Duration::from_millis(args.poll_ms.max(10));
+    let live = results::live::spawn(redis.clone(), interval, metrics.clone(), shutdown.clone());
+    let workloads = match &args.manifest {
+        Some(path) => {
+            let manifest = vote_platform::Manifest::load(path).with_context(|| format!("manifest {}", path.display()))?;
+            tracing::info!(workloads = ?manifest.workloads.keys().collect::<Vec<_>>(), "serving the manifest's workloads");
+            Some(results::workloads::Workloads::start(manifest.workloads, &redis, &database, interval, &metrics, &shutdown))
+        }
+        None => None,
+    };
     let metrics_registry = metrics.registry.clone();
     let sse_slots = std::sync::Arc::new(tokio::sync::Semaphore::new(args.max_event_streams));
-    let state = results::app::AppState { redis, logs, live, metrics, shutdown: shutdown.clone(), sse_slots };
+    let state = results::app::AppState { redis, logs, live, metrics, shutdown: shutdown.clone(), sse_slots, workloads };
     let listen_metrics = vote_service::listen::ListenMetrics::register(&metrics_registry, "results");
     let listener = vote_service::listen::Listener::bind(args.addr, args.connections.limits(), listen_metrics).await?;
     let bound = vote_service::spawn_router(listener, results::app::router(state), shutdown.clone())?;

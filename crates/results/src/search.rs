@@ -21,7 +21,7 @@ pub struct QueryError {
     pub reason: String,
 }
 
-fn invalid(field: &str, reason: impl Into<String>) -> QueryError {
+pub(crate) fn invalid(field: &str, reason: impl Into<String>) -> QueryError {
     QueryError { field: field.to_owned(), reason: reason.into() }
 }
 
@@ -75,13 +75,23 @@ fn parse_time(field: &str, raw: &str) -> Result<i64, QueryError> {
 }
 
 fn text(field: &str, raw: &str) -> Result<String, QueryError> {
-    if raw.len() > MAX_FILTER_BYTES {
-        return Err(invalid(field, format!("at most {MAX_FILTER_BYTES} bytes")));
+    bounded_text(field, raw, MAX_FILTER_BYTES)
+}
+
+/// A filter value of at most `max` bytes without control characters.
+pub(crate) fn bounded_text(field: &str, raw: &str, max: usize) -> Result<String, QueryError> {
+    if raw.len() > max {
+        return Err(invalid(field, format!("at most {max} bytes")));
     }
     if raw.chars().any(char::is_control) {
         return Err(invalid(field, "control characters are not allowed"));
     }
     Ok(raw.to_owned())
+}
+
+/// A page size from 1 to [`MAX_PAGE`].
+pub(crate) fn page_size(field: &str, raw: &str) -> Result<u32, QueryError> {
+    raw.parse().ok().filter(|n| (1..=MAX_PAGE).contains(n)).ok_or_else(|| invalid(field, format!("expected a whole number from 1 to {MAX_PAGE}")))
 }
 
 impl LogQuery {
@@ -107,13 +117,7 @@ impl LogQuery {
                 "vote_id" => query.vote_id = Some(text(name, value)?),
                 "from" => query.from_ms = Some(parse_time(name, value)?),
                 "to" => query.to_ms = Some(parse_time(name, value)?),
-                "limit" => {
-                    query.limit = value
-                        .parse()
-                        .ok()
-                        .filter(|n| (1..=MAX_PAGE).contains(n))
-                        .ok_or_else(|| invalid(name, format!("expected a whole number from 1 to {MAX_PAGE}")))?;
-                }
+                "limit" => query.limit = page_size(name, value)?,
                 "cursor" => query.cursor = Some(Cursor::parse(value)?),
                 _ => return Err(invalid(name, "unknown parameter (known: band, album, path, producer, vote_id, from, to, limit, cursor)")),
             }
@@ -185,7 +189,7 @@ pub struct LogPage {
     pub next_cursor: Option<String>,
 }
 
-fn rfc3339(ms: i64) -> String {
+pub(crate) fn rfc3339(ms: i64) -> String {
     DateTime::from_millis(ms).try_to_rfc3339_string().unwrap_or_default()
 }
 
@@ -228,19 +232,19 @@ pub enum SearchError {
 /// a 503 instead of holding a connection and the database.
 pub const SEARCH_TIME_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// The first `limit` documents matching `filter`, newest first (`received_at`, then `_id`,
+/// descending), within [`SEARCH_TIME_LIMIT`] on the server and here.
+pub(crate) async fn find_newest(logs: &Collection<Document>, filter: Document, limit: i64) -> Result<Vec<Document>, SearchError> {
+    let find = async {
+        logs.find(filter).sort(doc! { "received_at": -1, "_id": -1 }).limit(limit).max_time(SEARCH_TIME_LIMIT).await?.try_collect::<Vec<Document>>().await
+    };
+    Ok(tokio::time::timeout(SEARCH_TIME_LIMIT, find).await.map_err(|_| SearchError::TooSlow(SEARCH_TIME_LIMIT.as_secs()))??)
+}
+
 /// Runs the query: newest first (`received_at`, then `_id`, descending), one page, within
 /// [`SEARCH_TIME_LIMIT`].
 pub async fn search(logs: &Collection<Document>, query: &LogQuery) -> Result<LogPage, SearchError> {
-    let find = async {
-        logs.find(query.filter())
-            .sort(doc! { "received_at": -1, "_id": -1 })
-            .limit(i64::from(query.limit) + 1)
-            .max_time(SEARCH_TIME_LIMIT)
-            .await?
-            .try_collect::<Vec<Document>>()
-            .await
-    };
-    let documents = tokio::time::timeout(SEARCH_TIME_LIMIT, find).await.map_err(|_| SearchError::TooSlow(SEARCH_TIME_LIMIT.as_secs()))??;
+    let documents = find_newest(logs, query.filter(), i64::from(query.limit) + 1).await?;
     let mut items: Vec<LogEntry> = documents.iter().map(entry).collect();
     let next_cursor = if items.len() > query.limit as usize {
         items.truncate(query.limit as usize);

@@ -67,12 +67,6 @@ fn top_albums(top: Top) -> Vec<AlbumCount> {
         .collect()
 }
 
-/// `{votes}:total`, 0 when absent.
-pub async fn read_total(redis: &mut ConnectionManager) -> redis::RedisResult<u64> {
-    let total: Option<u64> = redis::cmd("GET").arg(keys::TOTAL).query_async(redis).await?;
-    Ok(total.unwrap_or(0))
-}
-
 /// Reads the counters in one pipelined round trip of bounded size.
 pub async fn read(redis: &mut ConnectionManager) -> redis::RedisResult<Snapshot> {
     // A pipeline's replies come flat: the total, three per leaderboard, the recent votes.

@@ -8,6 +8,8 @@
 //! - [`logs`]: [`Logs`], the `votes.logs` collection, one document per vote id.
 //! - [`workloads`]: the manifest's JSON workloads: their aggregates, what one event writes, and
 //!   their event logs (`votes.events_<workload>`).
+//! - [`workload_view`]: one manifest workload's live view (tops, shares, means, latest events),
+//!   read in one round trip: what the results app and `votectl results --workload` show.
 
 pub mod album;
 pub mod counters;
@@ -16,6 +18,7 @@ pub mod leaderboard;
 pub mod logs;
 pub mod votes;
 pub mod workloads;
+pub mod workload_view;
 
 pub use album::{decode_album_field, encode_album_field};
 pub use counters::Counters;

@@ -28,12 +28,9 @@ pub enum Command {
     },
     /// Send votes to a producer.
     Cast(CastArgs),
-    /// Print the live counts from Redis.
-    Results {
-        /// Print JSON instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
+    /// Print the live counts from Redis: the band votes, or with --workload a workload of the
+    /// manifest.
+    Results(ResultsArgs),
     /// Rebuild the Redis counters from the MongoDB vote logs (after Redis lost data, say); safe
     /// while votes keep arriving: every logged vote ends up counted exactly once.
     Recount(RecountArgs),
@@ -132,6 +129,19 @@ pub struct BenchArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ResultsArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// A workload of the manifest (`weather`, `ballots`, ...) instead of the band votes.
+    #[arg(long)]
+    pub workload: Option<String>,
+    /// The application manifest that names the workloads [default: <repo>/spin.toml].
+    #[arg(long, env = "VOTES_MANIFEST")]
+    pub manifest: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

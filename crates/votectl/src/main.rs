@@ -4,7 +4,7 @@
 //! - [`stack_cmd`]: `up`, `down`, `status` over [`vote_stack`].
 //! - [`cast`]: sending votes over gRPC or REST with progress, throughput and latency.
 //! - [`dataset`]: the votes to send, from the shipped data set or a traffic file.
-//! - [`results`]: the live counts from Redis.
+//! - [`results`]: the live counts from Redis, of the band votes or of a manifest workload.
 //! - [`recount`]: rebuild the Redis counters from the MongoDB logs, exactly once per vote.
 //! - [`component`]: deploy, list and roll back the wasm host's components.
 //! - [`bench`]: the producers measured in rotating rounds, a concurrency sweep and open loop.
@@ -85,7 +85,7 @@ async fn run() -> anyhow::Result<()> {
         cli::Command::Down => stack_cmd::down(&config),
         cli::Command::Status { json } => stack_cmd::status(&config, json).await,
         cli::Command::Cast(args) => cast::run(&config, args).await,
-        cli::Command::Results { json } => results::run(&config, json).await,
+        cli::Command::Results(args) => results::run(&config, args).await,
         cli::Command::Recount(args) => recount::run(&config, args).await,
         cli::Command::Component(command) => component::run(&config, command).await,
         cli::Command::Bench(args) => bench::run(&config, args).await,

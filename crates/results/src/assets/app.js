@@ -59,35 +59,48 @@ function renderSplit(paths) {
     : 'no votes yet';
 }
 
-function renderBands(bands) {
-  const chart = $('band-chart');
-  const shown = bands.slice(0, MAX_BANDS_IN_CHART);
+/**
+ * Draws horizontal bars into the SVG `chart`: one per row {label, value, note}, the label (cut
+ * short, whole in its <title>) in a text of class `labelClass`, the value in `text.count`, the
+ * note (a share, say) in `text.note`.
+ */
+function barChart(chart, rows, labelClass, emptyText) {
   const rowHeight = 26;
   const labelWidth = 260;
   const width = Math.max(chart.clientWidth || 900, 500);
-  const barSpace = width - labelWidth - 80;
-  const max = Math.max(1, ...shown.map((b) => b.votes));
-  chart.setAttribute('viewBox', `0 0 ${width} ${Math.max(1, shown.length) * rowHeight + 10}`);
-  chart.setAttribute('height', Math.max(1, shown.length) * rowHeight + 10);
+  const barSpace = width - labelWidth - 140;
+  const max = Math.max(1, ...rows.map((r) => r.value));
+  chart.setAttribute('viewBox', `0 0 ${width} ${Math.max(1, rows.length) * rowHeight + 10}`);
+  chart.setAttribute('height', Math.max(1, rows.length) * rowHeight + 10);
   const children = [];
-  shown.forEach((band, i) => {
+  rows.forEach((row, i) => {
     const y = 5 + i * rowHeight;
-    const label = svg('text', { x: labelWidth - 8, y: y + 17, 'text-anchor': 'end', class: 'band' });
-    label.textContent = band.name.length > 38 ? `${band.name.slice(0, 37)}…` : band.name;
+    const label = svg('text', { x: labelWidth - 8, y: y + 17, 'text-anchor': 'end', class: labelClass });
+    label.textContent = row.label.length > 38 ? `${row.label.slice(0, 37)}…` : row.label;
     const title = svg('title', {});
-    title.textContent = band.name;
+    title.textContent = row.label;
     label.append(title);
-    const barWidth = Math.max(1, (barSpace * band.votes) / max);
+    const barWidth = Math.max(1, (barSpace * row.value) / max);
     const count = svg('text', { x: labelWidth + barWidth + 6, y: y + 17, class: 'count' });
-    count.textContent = numberFormat.format(band.votes);
+    count.textContent = numberFormat.format(row.value);
     children.push(label, svg('rect', { class: 'bar', x: labelWidth, y: y + 3, width: barWidth, height: rowHeight - 8, rx: 3 }), count);
+    if (row.note) {
+      const note = svg('text', { x: labelWidth + barWidth + 14 + 8 * count.textContent.length, y: y + 17, class: 'note' });
+      note.textContent = row.note;
+      children.push(note);
+    }
   });
-  if (shown.length === 0) {
+  if (rows.length === 0) {
     const empty = svg('text', { x: 12, y: 22 });
-    empty.textContent = 'no votes yet';
+    empty.textContent = emptyText;
     children.push(empty);
   }
   chart.replaceChildren(...children);
+}
+
+function renderBands(bands) {
+  const rows = bands.slice(0, MAX_BANDS_IN_CHART).map((band) => ({ label: band.name, value: band.votes }));
+  barChart($('band-chart'), rows, 'band', 'no votes yet');
 }
 
 function render(snapshot) {
@@ -99,12 +112,32 @@ function render(snapshot) {
   fillTable($('recent'), snapshot.recent.map((v) => [cell(timeOf(v.received_at_ms), 'nowrap'), cell(v.name), cell(v.album), cell(v.path, 'nowrap')]));
 }
 
-function connect() {
+/** Follows the snapshots of `url` with `onSnapshot`, showing the stream's state; returns the stream. */
+function follow(url, onSnapshot) {
   const status = $('live-status');
-  const events = new EventSource('/api/events');
-  events.addEventListener('snapshot', (event) => render(JSON.parse(event.data)));
+  const events = new EventSource(url);
+  events.addEventListener('snapshot', (event) => onSnapshot(JSON.parse(event.data)));
   events.onopen = () => { status.textContent = 'live'; status.className = 'status live'; };
   events.onerror = () => { status.textContent = 'reconnecting…'; status.className = 'status connecting'; };
+  return events;
+}
+
+let bandEvents = null;
+
+/** Shows the band contest live (the default view). */
+function connect() {
+  if (!bandEvents) bandEvents = follow('/api/events', render);
+}
+
+/** Stops the band contest's stream while another view is shown. */
+function disconnect() {
+  if (bandEvents) bandEvents.close();
+  bandEvents = null;
+}
+
+/** Whether the address names a workload's view (#/w/<name>, see workloads.js). */
+function isWorkloadHash() {
+  return window.location.hash.startsWith('#/w/');
 }
 
 // ---- log search ----
@@ -130,7 +163,8 @@ async function search(params, append) {
   const body = await response.json();
   if (!response.ok) {
     status.className = 'label error';
-    status.textContent = `${body.field ? `${body.field}: ` : ''}${body.error}`;
+    // The error names its field first.
+    status.textContent = body.error;
     return;
   }
   const rows = body.items.map((v) => [
@@ -161,5 +195,5 @@ function setUpSearch() {
   });
 }
 
-connect();
+if (!isWorkloadHash()) connect();
 setUpSearch();
