@@ -12,7 +12,7 @@
 //! [component.weather-rest.tool.votes]
 //! topics = ["weather"]        # the only topics it may publish to
 //! memory_mib = 16             # its instances' memory cap
-//! request_timeout_ms = 5000   # how long one of its requests may run
+//! request_timeout_ms = 8000   # how long one of its requests may run
 //! max_in_flight = 32          # its share of the requests running at once
 //! max_queued = 256            # how many of its requests may wait for a place
 //!
