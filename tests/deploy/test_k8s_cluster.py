@@ -150,7 +150,7 @@ def test_autoscaled_deployments_leave_the_count_to_the_autoscaler(docs, overlay)
 
 
 # How long each serving binary may take to drain on SIGTERM: the host's --drain-timeout-ms
-# (default 10 s, README "Limits"), the gRPC producer's in-flight calls (each bounded by the
+# (default 10 s, docs/limits.md), the gRPC producer's in-flight calls (each bounded by the
 # publish timeout, 5 s, plus its grace), results' open event streams (closed at once).
 DRAIN_SECONDS = {"votes-host": 10, "grpc-producer": 6, "results": 1}
 

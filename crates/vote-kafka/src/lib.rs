@@ -34,7 +34,7 @@ pub const DEFAULT_BROKERS: &str = "127.0.0.1:9092";
 pub const DEFAULT_PARTITIONS: i32 = 6;
 /// How long a publish may wait for the broker's acknowledgement before it is reported unavailable.
 pub const DEFAULT_PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
-/// The dead-letter topic: votes the consumer cannot count, as JSON envelopes (see README).
+/// The dead-letter topic: votes the consumer cannot count, as JSON envelopes (see docs/consumer.md).
 pub const DLQ_TOPIC: &str = "votes.dlq";
 /// How long after the message timeout `publish` still waits for librdkafka's own report before it
 /// answers [`PublishError::Indeterminate`] by itself.
