@@ -27,7 +27,9 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
  && cp target/release/votes-host target/release/votectl target/release/grpc-producer \
        target/release/consumer target/release/results /out/bin/ \
  && cp target/wasm32-wasip2/release/vote_rest.wasm target/wasm32-wasip2/release/vote_rest_contest.wasm \
-       /out/components/
+       target/wasm32-wasip2/release/weather_rest.wasm target/wasm32-wasip2/release/ballot_rest.wasm \
+       /out/components/ \
+ && cp spin.toml /out/spin.toml
 
 FROM debian:bookworm-slim AS runtime
 RUN apt-get update \
@@ -37,11 +39,13 @@ RUN apt-get update \
 ENV RUST_LOG=info
 USER 10001:10001
 
-# The wasm host with the components it serves: vote_rest.wasm first, vote_rest_contest.wasm to
-# deploy with `votectl component deploy` (votectl is in the image for `docker compose exec`).
+# The wasm host with the application manifest (/opt/votes/spin.toml) and the components it
+# serves (vote, weather and ballot producers), and vote_rest_contest.wasm to deploy with
+# `votectl component deploy` (votectl is in the image for `docker compose exec`).
 FROM runtime AS host
 COPY --from=builder /out/bin/votes-host /out/bin/votectl /usr/local/bin/
 COPY --from=builder /out/components/ /opt/votes/components/
+COPY --from=builder /out/spin.toml /opt/votes/spin.toml
 EXPOSE 8080
 ENTRYPOINT ["votes-host"]
 
@@ -52,10 +56,12 @@ ENTRYPOINT ["grpc-producer"]
 
 FROM runtime AS consumer
 COPY --from=builder /out/bin/consumer /usr/local/bin/
+COPY --from=builder /out/spin.toml /opt/votes/spin.toml
 EXPOSE 9101
 ENTRYPOINT ["consumer"]
 
 FROM runtime AS results
 COPY --from=builder /out/bin/results /usr/local/bin/
+COPY --from=builder /out/spin.toml /opt/votes/spin.toml
 EXPOSE 8088
 ENTRYPOINT ["results"]
