@@ -272,6 +272,10 @@ pub struct StackArgs {
     /// Fail instead of reusing a Kafka, Redis or MongoDB that already answers on its port.
     #[arg(long, global = true)]
     pub no_reuse: bool,
+    /// Serve only the band votes' component on every path, without the application manifest
+    /// (spin.toml): the one-component host, for comparing what the platform costs.
+    #[arg(long, global = true)]
+    pub no_manifest: bool,
 }
 
 impl StackArgs {
@@ -298,6 +302,9 @@ impl StackArgs {
         }
         config.host_port = self.host_port;
         config.host_admin_port = self.host_admin_port;
+        if self.no_manifest {
+            config.manifest = None;
+        }
         config.native_port = self.native_port;
         config.results_port = self.results_port;
         config.prometheus_port = self.prometheus_port;
