@@ -247,6 +247,14 @@ impl Manifest {
         Routes::new(self.routes.iter().map(|(route, id)| (Pattern::parse(route).expect("checked at parse"), id.clone())).collect()).expect("checked at parse")
     }
 
+    /// The topics the manifest binds to RabbitMQ (streams), sorted.
+    pub fn rabbitmq_topics(&self) -> Vec<String> {
+        let mut topics: Vec<String> =
+            self.workloads.values().filter(|w| w.broker == crate::workload::Broker::Rabbitmq).map(|w| w.topic.clone()).collect();
+        topics.sort();
+        topics
+    }
+
     /// The workload counted from `topic`.
     pub fn workload_of_topic(&self, topic: &str) -> Option<&WorkloadSpec> {
         self.workloads.values().find(|w| w.topic == topic)
@@ -293,6 +301,9 @@ mod tests {
         assert_eq!(manifest.route_table().find("/tweets"), Some(&"weather-rest".to_owned()));
         assert_eq!(manifest.route_table().find("/votes/batch"), Some(&"vote-rest".to_owned()));
         assert_eq!(manifest.workload_of_topic("weather").unwrap().name, "weather");
+        assert!(manifest.rabbitmq_topics().is_empty());
+        let on_rabbit = Manifest::parse(&APP.replace("topic = \"weather\"", "topic = \"weather\"\nbroker = \"rabbitmq\""), Path::new("/app")).unwrap();
+        assert_eq!(on_rabbit.rabbitmq_topics(), ["weather"]);
     }
 
     #[test]
@@ -305,6 +316,9 @@ mod tests {
         let bad = APP.replace("component = \"weather-rest\"", "component = \"nobody\"").replace("topic = \"weather\"", "topic = \"we ather\"");
         let error = Manifest::parse(&bad, Path::new("/")).unwrap_err().to_string();
         assert!(error.contains("\"nobody\"") && error.contains("workloads.weather.topic"), "{error}");
+        let votes_on_rabbit = format!("{APP}\n[application.tool.votes.workloads.votes]\ntitle = \"Votes\"\ntopic = \"votes\"\nformat = \"vote-event\"\nbroker = \"rabbitmq\"\n");
+        let error = Manifest::parse(&votes_on_rabbit, Path::new("/")).unwrap_err().to_string();
+        assert!(error.contains("workloads.votes.broker"), "{error}");
         let twice = APP.replace("route = \"/tweets/...\"", "route = \"/...\"");
         assert!(Manifest::parse(&twice, Path::new("/")).unwrap_err().to_string().contains("twice"));
     }

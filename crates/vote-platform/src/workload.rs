@@ -34,6 +34,27 @@ pub enum Format {
     VoteEvent,
 }
 
+/// The broker a workload's topic lives on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Broker {
+    /// A Kafka topic (Tansu locally, Strimzi on a cluster).
+    #[default]
+    Kafka,
+    /// A RabbitMQ stream of the topic's name (the `rabbitmq_stream` plugin).
+    Rabbitmq,
+}
+
+impl Broker {
+    /// The `broker` label of metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Broker::Kafka => "kafka",
+            Broker::Rabbitmq => "rabbitmq",
+        }
+    }
+}
+
 /// One leaderboard: events counted per distinct value of `by` (among those matching `where`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -77,6 +98,9 @@ pub struct WorkloadSpec {
     pub topic: String,
     #[serde(default)]
     pub format: Format,
+    /// Where the topic lives: `kafka` (the default) or `rabbitmq` (a stream).
+    #[serde(default)]
+    pub broker: Broker,
     /// How many of the latest events the results page shows.
     #[serde(default = "default_recent")]
     pub recent: u32,
@@ -255,6 +279,9 @@ impl WorkloadSpec {
         }
         if self.cap == 0 || self.cap > 1_000_000 {
             problems.push(format!("{}: must be 1 to 1000000", at("cap")));
+        }
+        if self.format == Format::VoteEvent && self.broker != Broker::Kafka {
+            problems.push(format!("{}: the band votes live on kafka (the gRPC producer, recount and the fleet read them there)", at("broker")));
         }
         if self.format == Format::VoteEvent && !(self.count.is_empty() && self.mean.is_empty()) {
             problems.push(format!("{}: a vote-event workload is counted by the built-in vote rules and declares no count or mean", at("format")));

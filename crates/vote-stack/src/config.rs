@@ -32,6 +32,11 @@ pub const DEFAULT_NATIVE_PORT: u16 = 8082;
 pub const DEFAULT_RESULTS_PORT: u16 = 8088;
 /// Prometheus port (its UI and `/api/v1/query`).
 pub const DEFAULT_PROMETHEUS_PORT: u16 = 9090;
+/// The local RabbitMQ node's stream port (the `rabbitmq_stream` plugin's default).
+pub const DEFAULT_RABBITMQ_PORT: u16 = 5552;
+/// The local RabbitMQ node's Erlang distribution port (loopback only; the machine's own node, if
+/// any, keeps its 25672).
+pub const DEFAULT_RABBITMQ_DIST_PORT: u16 = 25552;
 
 /// The parts of the stack, in start order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -39,6 +44,8 @@ pub enum Part {
     Kafka,
     Redis,
     Mongo,
+    /// A RabbitMQ node with the stream plugin, started only when the manifest binds a topic to it.
+    Rabbitmq,
     Consumer,
     GrpcProducer,
     /// The wasmtime host running the REST producer component.
@@ -52,10 +59,15 @@ pub enum Part {
 }
 
 impl Part {
-    pub const ALL: [Part; 9] =
-        [Part::Kafka, Part::Redis, Part::Mongo, Part::Consumer, Part::GrpcProducer, Part::Host, Part::NativeHost, Part::Results, Part::Prometheus];
+    pub const ALL: [Part; 10] =
+        [Part::Kafka, Part::Redis, Part::Mongo, Part::Rabbitmq, Part::Consumer, Part::GrpcProducer, Part::Host, Part::NativeHost, Part::Results, Part::Prometheus];
     /// The backing servers (reused when one already answers).
     pub const SERVERS: [Part; 3] = [Part::Kafka, Part::Redis, Part::Mongo];
+
+    /// Whether a part is a backing server (reused when one answers on its port).
+    pub fn is_server(self) -> bool {
+        Self::SERVERS.contains(&self) || self == Part::Rabbitmq
+    }
 
     /// The part's name in logs, pid files and `votectl status`.
     pub fn name(self) -> &'static str {
@@ -63,6 +75,7 @@ impl Part {
             Part::Kafka => "kafka",
             Part::Redis => "redis",
             Part::Mongo => "mongodb",
+            Part::Rabbitmq => "rabbitmq",
             Part::Consumer => "consumer",
             Part::GrpcProducer => "grpc-producer",
             Part::Host => "wasm-host",
@@ -91,6 +104,9 @@ pub struct StackConfig {
     pub native_port: u16,
     pub results_port: u16,
     pub prometheus_port: u16,
+    /// The RabbitMQ node's stream port, and its Erlang distribution port.
+    pub rabbitmq_port: u16,
+    pub rabbitmq_dist_port: u16,
     /// The component the host serves when there is no manifest (and the native baseline's).
     pub component: PathBuf,
     /// The application manifest (`spin.toml`): the host serves its components (found by file
@@ -106,6 +122,9 @@ pub struct StackConfig {
     pub nx_bin: PathBuf,
     /// The `prometheus` binary (Debian package `prometheus`).
     pub prometheus_bin: PathBuf,
+    /// The `rabbitmq-server` start script (Debian package `rabbitmq-server`; its
+    /// `/usr/lib/rabbitmq/bin` one, which runs as the calling user).
+    pub rabbitmq_bin: PathBuf,
     /// Where the project's own binaries (`consumer`, `grpc-producer`) are.
     pub bin_dir: PathBuf,
     /// Reuse a server that already answers on a port instead of failing (never in tests).
@@ -156,6 +175,8 @@ impl StackConfig {
             native_port: DEFAULT_NATIVE_PORT,
             results_port: DEFAULT_RESULTS_PORT,
             prometheus_port: DEFAULT_PROMETHEUS_PORT,
+            rabbitmq_port: DEFAULT_RABBITMQ_PORT,
+            rabbitmq_dist_port: DEFAULT_RABBITMQ_DIST_PORT,
             component: default_component(&bin_dir),
             manifest: Some(repo_root().join("spin.toml")).filter(|path| path.is_file()),
             partitions: vote_kafka::DEFAULT_PARTITIONS,
@@ -163,6 +184,9 @@ impl StackConfig {
             redis_bin: find_program("redis-server"),
             nx_bin: repo_root().join(".venv/bin/nx-27017"),
             prometheus_bin: find_program("prometheus"),
+            rabbitmq_bin: Some(PathBuf::from("/usr/lib/rabbitmq/bin/rabbitmq-server"))
+                .filter(|path| path.is_file())
+                .unwrap_or_else(|| find_program("rabbitmq-server")),
             bin_dir,
             reuse_running: true,
         }
@@ -171,9 +195,17 @@ impl StackConfig {
     /// `launch` told where the manifest is, when there is one.
     fn with_manifest(&self, launch: Launch) -> Launch {
         match &self.manifest {
-            Some(manifest) => launch.env("VOTES_MANIFEST", manifest.display().to_string()),
+            Some(manifest) => self.with_rabbitmq(launch.env("VOTES_MANIFEST", manifest.display().to_string())),
             None => launch,
         }
+    }
+
+    /// `launch` told where RabbitMQ is, when the manifest binds a topic to it.
+    fn with_rabbitmq(&self, launch: Launch) -> Launch {
+        if self.rabbitmq_topics().map(|topics| topics.is_empty()).unwrap_or(true) {
+            return launch;
+        }
+        launch.env("VOTES_RABBITMQ", self.rabbitmq_address())
     }
 
     /// The host's application: the manifest's components, found by file name where `make
@@ -182,7 +214,7 @@ impl StackConfig {
         match &self.manifest {
             Some(manifest) => {
                 let dir = self.component.parent().map(|d| d.display().to_string()).unwrap_or_default();
-                launch.env("VOTES_MANIFEST", manifest.display().to_string()).env("VOTES_HOST_COMPONENT_DIR", dir)
+                self.with_rabbitmq(launch.env("VOTES_MANIFEST", manifest.display().to_string()).env("VOTES_HOST_COMPONENT_DIR", dir))
             }
             None => launch.env("VOTES_HOST_COMPONENT", self.component.display().to_string()),
         }
@@ -192,7 +224,47 @@ impl StackConfig {
     pub fn workload_topics(&self) -> anyhow::Result<Vec<String>> {
         let Some(path) = &self.manifest else { return Ok(Vec::new()) };
         let manifest = vote_platform::Manifest::load(path).with_context(|| format!("reading the manifest {}", path.display()))?;
-        Ok(manifest.workloads.values().filter(|w| w.format == vote_platform::workload::Format::Json).map(|w| w.topic.clone()).collect())
+        Ok(manifest
+            .workloads
+            .values()
+            .filter(|w| w.format == vote_platform::workload::Format::Json && w.broker == vote_platform::workload::Broker::Kafka)
+            .map(|w| w.topic.clone())
+            .collect())
+    }
+
+    /// The topics the manifest binds to RabbitMQ (streams created when RabbitMQ starts), or none.
+    pub fn rabbitmq_topics(&self) -> anyhow::Result<Vec<String>> {
+        let Some(path) = &self.manifest else { return Ok(Vec::new()) };
+        let manifest = vote_platform::Manifest::load(path).with_context(|| format!("reading the manifest {}", path.display()))?;
+        Ok(manifest.rabbitmq_topics())
+    }
+
+    /// `host:port` of the RabbitMQ node's stream listener.
+    pub fn rabbitmq_address(&self) -> String {
+        format!("{}:{}", self.host, self.rabbitmq_port)
+    }
+
+    /// The RabbitMQ node's configuration file (without `.conf`, as `RABBITMQ_CONFIG_FILE` wants
+    /// it) and its enabled-plugins file, written by `up`.
+    pub fn rabbitmq_config_base(&self) -> PathBuf {
+        self.state_dir.join("run").join("rabbitmq")
+    }
+
+    /// Writes the RabbitMQ node's configuration: only the stream listener (no AMQP listener, so
+    /// the machine's own node keeps 5672), on this stack's address.
+    pub fn write_rabbitmq_config(&self) -> anyhow::Result<()> {
+        let base = self.rabbitmq_config_base();
+        std::fs::create_dir_all(base.parent().expect("run dir"))?;
+        let conf = format!(
+            "listeners.tcp = none\nstream.listeners.tcp.1 = {}:{}\nloopback_users = none\n",
+            self.host, self.rabbitmq_port
+        );
+        std::fs::write(base.with_extension("conf"), conf)?;
+        std::fs::write(base.with_extension("plugins"), "[rabbitmq_stream].\n")?;
+        let data = self.data_dir(Part::Rabbitmq);
+        std::fs::create_dir_all(data.join("mnesia"))?;
+        std::fs::create_dir_all(data.join("log"))?;
+        Ok(())
     }
 
     pub fn brokers(&self) -> String {
@@ -267,6 +339,7 @@ impl StackConfig {
             Part::Kafka => self.kafka_port,
             Part::Redis => self.redis_port,
             Part::Mongo => self.mongo_port,
+            Part::Rabbitmq => self.rabbitmq_port,
             Part::Consumer => self.consumer_metrics_port,
             Part::GrpcProducer => self.grpc_port,
             Part::Host => self.host_port,
@@ -307,6 +380,19 @@ impl StackConfig {
                 .args(["--host", host, "--port", &self.mongo_port.to_string(), "--data-dir", &data.display().to_string()])
                 .args(["--log-file", &self.state_dir.join("logs/mongodb-server.log").display().to_string()])
                 .args(["--pid-file", &data.join("nx-27017.pid").display().to_string()])
+                .data_dir(data),
+            // Its own node name, ports, data and plugins, so a machine's own RabbitMQ is untouched.
+            Part::Rabbitmq => Launch::new(part.name(), &self.rabbitmq_bin)
+                .env("RABBITMQ_NODENAME", format!("votes-{}@localhost", self.rabbitmq_port))
+                .env("RABBITMQ_NODE_IP_ADDRESS", host.clone())
+                .env("RABBITMQ_DIST_PORT", self.rabbitmq_dist_port.to_string())
+                .env("ERL_EPMD_ADDRESS", "127.0.0.1")
+                .env("RABBITMQ_MNESIA_BASE", data.join("mnesia").display().to_string())
+                .env("RABBITMQ_LOG_BASE", data.join("log").display().to_string())
+                .env("RABBITMQ_PLUGINS_EXPAND_DIR", data.join("plugins").display().to_string())
+                .env("RABBITMQ_PID_FILE", data.join("rabbitmq.pid").display().to_string())
+                .env("RABBITMQ_CONFIG_FILE", self.rabbitmq_config_base().display().to_string())
+                .env("RABBITMQ_ENABLED_PLUGINS_FILE", self.rabbitmq_config_base().with_extension("plugins").display().to_string())
                 .data_dir(data),
             Part::Consumer => self
                 .with_manifest(Launch::new(part.name(), self.bin_dir.join("consumer")))
@@ -355,6 +441,7 @@ impl StackConfig {
             Part::Kafka => "install Tansu with `make setup` (cargo install tansu --features libsql --locked) or set VOTES_TANSU_BIN",
             Part::Redis => "install Redis with `make setup` (apt-get install redis-server) or set VOTES_REDIS_BIN",
             Part::Mongo => "create the Python venv with `make setup` (.venv with pip install nx-27017) or set VOTES_NX_BIN",
+            Part::Rabbitmq => "install RabbitMQ with `make setup` (apt-get install rabbitmq-server) or set VOTES_RABBITMQ_BIN",
             Part::Consumer | Part::GrpcProducer | Part::Results => "build the project with `make build`",
             Part::Host | Part::NativeHost => "build the host and the components with `make build` (the component is built for wasm32-wasip2)",
             Part::Prometheus => "install Prometheus with `make setup` (apt-get install prometheus) or set VOTES_PROMETHEUS_BIN",

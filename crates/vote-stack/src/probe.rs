@@ -39,6 +39,14 @@ pub async fn mongo(url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// RabbitMQ: the stream listener takes a login.
+pub async fn rabbitmq(address: &str) -> anyhow::Result<()> {
+    let settings = vote_rabbit::RabbitSettings::parse(address)?;
+    let environment = tokio::time::timeout(ATTEMPT_TIMEOUT, settings.connect()).await.context("timed out")??;
+    drop(environment);
+    Ok(())
+}
+
 /// An HTTP service: `GET url` answers 2xx.
 pub async fn http_ok(url: &str) -> anyhow::Result<()> {
     let response = reqwest::Client::new().get(url).timeout(ATTEMPT_TIMEOUT).send().await?;
@@ -57,6 +65,7 @@ pub async fn part(config: &StackConfig, part: Part) -> anyhow::Result<()> {
         Part::Kafka => kafka(&config.brokers()).await,
         Part::Redis => redis(&config.redis_url()).await,
         Part::Mongo => mongo(&config.mongo_url()).await,
+        Part::Rabbitmq => rabbitmq(&config.rabbitmq_address()).await,
         Part::Consumer => http_ok(&format!("{}/healthz", config.consumer_http_url())).await,
         Part::Host => http_ok(&format!("{}/readyz", config.host_url())).await,
         Part::NativeHost => http_ok(&format!("{}/readyz", config.native_url())).await,

@@ -37,6 +37,7 @@ fn address(config: &StackConfig, part: Part) -> String {
         Part::Kafka => config.brokers(),
         Part::Redis => config.redis_url(),
         Part::Mongo => config.mongo_url(),
+        Part::Rabbitmq => config.rabbitmq_address(),
         Part::Consumer => format!("{}/metrics", config.consumer_http_url()),
         Part::GrpcProducer => config.grpc_url(),
         Part::Host => format!("{}/votes", config.host_url()),
@@ -51,11 +52,14 @@ fn address(config: &StackConfig, part: Part) -> String {
 pub async fn up(config: &StackConfig, supervisor: &Supervisor, parts: &[Part]) -> anyhow::Result<Vec<PartStatus>> {
     let mut report = Vec::new();
     for &part in parts {
+        if part == Part::Rabbitmq && config.rabbitmq_topics()?.is_empty() {
+            continue;
+        }
         let ours = supervisor.running(part.name());
         let answering = probe::part(config, part).await.is_ok();
         let state = match (ours, answering) {
             (Some(_), true) => "running",
-            (None, true) if config.reuse_running && Part::SERVERS.contains(&part) => "reused",
+            (None, true) if config.reuse_running && part.is_server() => "reused",
             (None, true) => bail!(
                 "{} port {} is taken by a process this stack did not start; stop it or choose another port{}",
                 part.name(),
@@ -80,6 +84,9 @@ pub async fn up(config: &StackConfig, supervisor: &Supervisor, parts: &[Part]) -
                 if part == Part::Prometheus {
                     crate::prometheus::write_config(config)?;
                 }
+                if part == Part::Rabbitmq {
+                    config.write_rabbitmq_config()?;
+                }
                 supervisor
                     .spawn(&config.launch(part))
                     .with_context(|| config.install_hint(part))?;
@@ -101,6 +108,14 @@ pub async fn up(config: &StackConfig, supervisor: &Supervisor, parts: &[Part]) -
                 vote_kafka::ensure_topic(&config.brokers(), &topic, config.partitions)
                     .await
                     .with_context(|| format!("creating the workload topic {topic}"))?;
+            }
+        }
+        if part == Part::Rabbitmq {
+            let settings = vote_rabbit::RabbitSettings::parse(&config.rabbitmq_address())?;
+            for topic in config.rabbitmq_topics()? {
+                vote_rabbit::publisher::ensure_stream(&settings, &topic)
+                    .await
+                    .with_context(|| format!("creating the rabbitmq stream {topic}"))?;
             }
         }
         report.push(PartStatus {
@@ -198,6 +213,9 @@ pub async fn status(config: &StackConfig, supervisor: &Supervisor) -> Vec<PartSt
     let mut report = Vec::new();
     for part in Part::ALL {
         let pid = supervisor.running(part.name());
+        if part == Part::Rabbitmq && pid.is_none() && config.rabbitmq_topics().map(|t| t.is_empty()).unwrap_or(true) {
+            continue;
+        }
         let probe = probe::part(config, part).await;
         let state = match (pid, probe.is_ok()) {
             (Some(_), _) => "running",

@@ -266,6 +266,15 @@ pub struct StackArgs {
     /// The prometheus binary [default: prometheus on PATH].
     #[arg(long, global = true, env = "VOTES_PROMETHEUS_BIN")]
     pub prometheus_bin: Option<PathBuf>,
+    /// The RabbitMQ node's stream port (started only when the manifest binds a topic to RabbitMQ).
+    #[arg(long, global = true, env = "VOTES_RABBITMQ_PORT", default_value_t = defaults::DEFAULT_RABBITMQ_PORT)]
+    pub rabbitmq_port: u16,
+    /// The RabbitMQ node's Erlang distribution port (loopback).
+    #[arg(long, global = true, env = "VOTES_RABBITMQ_DIST_PORT", default_value_t = defaults::DEFAULT_RABBITMQ_DIST_PORT)]
+    pub rabbitmq_dist_port: u16,
+    /// The rabbitmq-server start script [default: /usr/lib/rabbitmq/bin/rabbitmq-server, or on PATH].
+    #[arg(long, global = true, env = "VOTES_RABBITMQ_BIN")]
+    pub rabbitmq_bin: Option<PathBuf>,
     /// The component the host serves first [default: <target>/wasm32-wasip2/release/vote_rest.wasm].
     #[arg(long, global = true, env = "VOTES_HOST_COMPONENT")]
     pub component: Option<PathBuf>,
@@ -310,6 +319,11 @@ impl StackArgs {
         config.prometheus_port = self.prometheus_port;
         if let Some(bin) = &self.prometheus_bin {
             config.prometheus_bin = bin.clone();
+        }
+        config.rabbitmq_port = self.rabbitmq_port;
+        config.rabbitmq_dist_port = self.rabbitmq_dist_port;
+        if let Some(bin) = &self.rabbitmq_bin {
+            config.rabbitmq_bin = bin.clone();
         }
         if let Some(component) = &self.component {
             config.component = component.clone();
