@@ -110,6 +110,8 @@ pub enum AppError {
     Component { id: String, reason: String },
     #[error("the manifest has no component and no route")]
     Empty,
+    #[error("the topics {0:?} are bound to rabbitmq, which this host does not publish to yet (docs/platform.md); bind them to kafka")]
+    RabbitmqNotYet(Vec<String>),
 }
 
 /// The application, replaced whole on a reload.
@@ -233,6 +235,10 @@ fn entries(source: &Source, defaults: &Defaults) -> Result<(Vec<Entry>, Vec<(Str
         }
         Source::Manifest { path, component_dir } => {
             let manifest = Manifest::load(path)?;
+            let on_rabbit = manifest.rabbitmq_topics();
+            if !on_rabbit.is_empty() {
+                return Err(AppError::RabbitmqNotYet(on_rabbit));
+            }
             let entries = manifest
                 .components
                 .into_values()

@@ -101,6 +101,12 @@ impl Args {
 /// topic, or vote events on another topic than `topic`, is refused.
 fn workloads(path: &Path, topic: &str, dlq_topic: &str) -> anyhow::Result<Vec<WorkloadSpec>> {
     let manifest = Manifest::load(path).with_context(|| format!("--manifest {}", path.display()))?;
+    let on_rabbit = manifest.rabbitmq_topics();
+    anyhow::ensure!(
+        on_rabbit.is_empty(),
+        "--manifest {}: the topics {on_rabbit:?} are bound to rabbitmq, which this consumer does not read yet (docs/platform.md); bind them to kafka",
+        path.display()
+    );
     let mut workloads = Vec::new();
     for spec in manifest.workloads.into_values() {
         match spec.format {
