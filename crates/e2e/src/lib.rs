@@ -182,16 +182,21 @@ impl TestStack {
             .unwrap_or_else(|e| panic!("{} did not come back: {e:#}", part.name()));
     }
 
-    /// Starts the wasm host serving `component` with extra flags; waits until it is ready.
-    pub async fn start_host(&self, component: &std::path::Path, extra_args: &[&str]) {
-        let mut config = self.config.clone();
-        config.component = component.to_owned();
+    /// Writes the admin token, starts the host of `config` with extra flags, waits until ready.
+    async fn spawn_host(&self, config: &StackConfig, extra_args: &[&str]) {
         let token = config.admin_token_path();
         std::fs::create_dir_all(token.parent().unwrap()).unwrap();
         std::fs::write(&token, ADMIN_TOKEN).unwrap();
         let launch = config.launch(Part::Host).args(extra_args);
         self.supervisor.spawn(&launch).expect("starting votes-host");
-        vote_stack::stack::wait_ready(&config, &self.supervisor, Part::Host).await.expect("votes-host ready");
+        vote_stack::stack::wait_ready(config, &self.supervisor, Part::Host).await.expect("votes-host ready");
+    }
+
+    /// Starts the wasm host serving `component` with extra flags; waits until it is ready.
+    pub async fn start_host(&self, component: &std::path::Path, extra_args: &[&str]) {
+        let mut config = self.config.clone();
+        config.component = component.to_owned();
+        self.spawn_host(&config, extra_args).await;
     }
 
     /// Starts the wasm host serving the application of `manifest` (its components looked up by
@@ -200,12 +205,7 @@ impl TestStack {
         let mut config = self.config.clone();
         config.component = component("vote_rest");
         config.manifest = Some(manifest.to_owned());
-        let token = config.admin_token_path();
-        std::fs::create_dir_all(token.parent().unwrap()).unwrap();
-        std::fs::write(&token, ADMIN_TOKEN).unwrap();
-        let launch = config.launch(Part::Host).args(extra_args);
-        self.supervisor.spawn(&launch).expect("starting votes-host");
-        vote_stack::stack::wait_ready(&config, &self.supervisor, Part::Host).await.expect("votes-host ready");
+        self.spawn_host(&config, extra_args).await;
     }
 
     /// Starts the host's native REST baseline (`votes-host --native`) on the stack's native
