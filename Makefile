@@ -5,7 +5,7 @@ export CARGO_TARGET_DIR
 VOTECTL := $(CARGO_TARGET_DIR)/release/votectl
 WASM_DIR := $(CARGO_TARGET_DIR)/wasm32-wasip2/release
 
-.PHONY: setup components build up down status test bench loadtest loadtest-weather compare clean-state
+.PHONY: setup components build up down status test bench loadtest loadtest-weather compare compare-brokers clean-state
 
 setup:
 	@bash scripts/setup.sh
@@ -74,6 +74,12 @@ loadtest-weather: setup
 # stack, written to docs/comparison.md with its plots in docs/comparison/.
 compare: setup
 	VOTECTL=$(VOTECTL) .venv/bin/python scripts/compare.py
+
+# Seed 003's question, Kafka or RabbitMQ: the weather workload through each broker in a stack of
+# its own (own state and free ports; a running `make up` is left alone), written to
+# docs/brokers.md with its plots in docs/brokers/.
+compare-brokers: build
+	VOTECTL=$(VOTECTL) .venv/bin/python scripts/compare_brokers.py
 
 clean-state: down
 	rm -rf .votes

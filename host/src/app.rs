@@ -110,8 +110,9 @@ pub enum AppError {
     Component { id: String, reason: String },
     #[error("the manifest has no component and no route")]
     Empty,
-    #[error("the topics {0:?} are bound to rabbitmq, which this host does not publish to yet (docs/platform.md); bind them to kafka")]
-    RabbitmqNotYet(Vec<String>),
+    /// The host's publishers were made at start-up for one set of RabbitMQ topics.
+    #[error("the manifest binds the topics {manifest:?} to rabbitmq, but this host was started with {host:?} there: moving a topic between brokers takes a restart (votectl down && votectl up)")]
+    BrokersChanged { manifest: Vec<String>, host: Vec<String> },
 }
 
 /// The application, replaced whole on a reload.
@@ -225,8 +226,9 @@ fn single_id(path: &Path) -> String {
     }
 }
 
-/// Reads the source's components and routes.
-fn entries(source: &Source, defaults: &Defaults) -> Result<(Vec<Entry>, Vec<(String, String)>), AppError> {
+/// Reads the source's components and routes; the manifest must bind to RabbitMQ the topics
+/// `on_rabbit` the host publishes there.
+fn entries(source: &Source, defaults: &Defaults, on_rabbit: &[String]) -> Result<(Vec<Entry>, Vec<(String, String)>), AppError> {
     match source {
         Source::Single(path) => {
             let id = single_id(path);
@@ -235,9 +237,10 @@ fn entries(source: &Source, defaults: &Defaults) -> Result<(Vec<Entry>, Vec<(Str
         }
         Source::Manifest { path, component_dir } => {
             let manifest = Manifest::load(path)?;
-            let on_rabbit = manifest.rabbitmq_topics();
-            if !on_rabbit.is_empty() {
-                return Err(AppError::RabbitmqNotYet(on_rabbit));
+            let mut manifest_rabbit = manifest.rabbitmq_topics();
+            manifest_rabbit.sort();
+            if manifest_rabbit != on_rabbit {
+                return Err(AppError::BrokersChanged { manifest: manifest_rabbit, host: on_rabbit.to_vec() });
             }
             let entries = manifest
                 .components
@@ -271,7 +274,7 @@ fn shares(entries: &[Entry], total: usize) -> Result<Vec<usize>, AppError> {
 
 /// Builds the application of `source`, reusing from `old` what did not change.
 async fn build(source: &Source, runtime: &Arc<Runtime>, metrics: &Metrics, defaults: &Defaults, old: Option<&App>) -> Result<App, AppError> {
-    let (entries, routes) = entries(source, defaults)?;
+    let (entries, routes) = entries(source, defaults, &runtime.brokers().rabbit_topics())?;
     if entries.is_empty() || routes.is_empty() {
         return Err(AppError::Empty);
     }

@@ -50,6 +50,8 @@ struct Args {
     /// Kafka bootstrap brokers.
     #[arg(long, env = "VOTES_KAFKA_BROKERS", default_value = vote_kafka::DEFAULT_BROKERS)]
     brokers: String,
+    #[command(flatten)]
+    rabbitmq: vote_rabbit::RabbitArgs,
     /// How long to wait for the broker's acknowledgement, in ms (the request timeout must exceed
     /// it by at least 1.2 s: checked at start-up).
     #[arg(long, env = "VOTES_PUBLISH_TIMEOUT_MS", default_value_t = vote_kafka::DEFAULT_PUBLISH_TIMEOUT.as_millis() as u64)]
@@ -210,6 +212,20 @@ fn origin() -> String {
     format!("{}-{}", hostname.trim(), std::process::id())
 }
 
+/// Kafka for every topic, and RabbitMQ (at --rabbitmq) for the ones the manifest binds to it.
+fn brokers(args: &Args, kafka: Publisher, timeout: Duration) -> anyhow::Result<vote_rabbit::Brokers> {
+    let on_rabbit = match &args.manifest {
+        Some(path) => vote_platform::Manifest::load(path).with_context(|| format!("--manifest {}", path.display()))?.rabbitmq_topics(),
+        None => Vec::new(),
+    };
+    let Some(mut settings) = args.rabbitmq.settings(&on_rabbit)? else {
+        return Ok(vote_rabbit::Brokers::kafka(kafka));
+    };
+    settings.timeout = timeout;
+    tracing::info!(endpoint = %settings.endpoint(), topics = ?on_rabbit, "publishing these topics to rabbitmq streams");
+    Ok(vote_rabbit::Brokers::with_rabbit(kafka, vote_rabbit::StreamPublisher::new(settings), on_rabbit))
+}
+
 fn admin_token(args: &Args) -> anyhow::Result<Option<String>> {
     let token = match (&args.admin_token, &args.admin_token_file) {
         (Some(token), _) => token.trim().to_owned(),
@@ -234,13 +250,14 @@ async fn main() -> anyhow::Result<()> {
     settings.queue_max_messages = args.publish_queue_max_messages;
     vote_kafka::check_caller_deadline("request timeout (--request-timeout-ms)", Duration::from_millis(args.request_timeout_ms), settings.timeout)?;
     let publisher = Publisher::new(&settings).context("creating the Kafka producer")?;
+    let brokers = brokers(&args, publisher.clone(), settings.timeout)?;
     let limits = Limits {
         memory_bytes: args.memory_mib * 1024 * 1024,
         request_timeout: Duration::from_millis(args.request_timeout_ms),
         max_instances: args.max_instances,
     };
     let metrics = if args.native { Metrics::for_path(vote_core::Path::Native.as_str()) } else { Metrics::new() };
-    let runtime = Arc::new(Runtime::new(limits.clone(), publisher.clone())?.count_votes(metrics.votes.clone(), metrics.publish_refused.clone()));
+    let runtime = Arc::new(Runtime::new(limits.clone(), brokers)?.count_votes(metrics.votes.clone(), metrics.publish_refused.clone()));
     let source = match (&args.manifest, &args.component) {
         (Some(path), _) => Source::Manifest { path: path.clone(), component_dir: args.component_dir.clone() },
         (None, Some(path)) => Source::Single(path.clone()),

@@ -1,4 +1,5 @@
-//! The `votes:platform/publisher` import, implemented with the shared Kafka publisher.
+//! The `votes:platform/publisher` import: each topic to its broker (Kafka, or a RabbitMQ stream
+//! the manifest binds it to), answered only after the broker acknowledged it.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -56,7 +57,7 @@ async fn publish_one(outbox: Outbox, message: Message) -> Result<Ack, PublishErr
 /// What one publish needs from the store's state, owned.
 #[derive(Clone)]
 struct Outbox {
-    publisher: vote_kafka::Publisher,
+    publisher: vote_rabbit::Brokers,
     allowed_topics: Arc<Vec<String>>,
     component: Arc<str>,
     votes: Option<VoteMetrics>,

@@ -61,7 +61,7 @@ pub struct HostState {
     wasi: WasiCtx,
     http: WasiHttpCtx,
     limits: StoreLimits,
-    pub(crate) publisher: vote_kafka::Publisher,
+    pub(crate) publisher: vote_rabbit::Brokers,
     pub(crate) allowed_topics: Arc<Vec<String>>,
     pub(crate) component: Arc<str>,
     pub(crate) votes: Option<VoteMetrics>,
@@ -86,13 +86,14 @@ pub struct Runtime {
     pub engine: Engine,
     pub linker: Linker<HostState>,
     pub limits: Limits,
-    publisher: vote_kafka::Publisher,
+    publisher: vote_rabbit::Brokers,
     votes: Option<VoteMetrics>,
     refusals: Option<prometheus::IntCounterVec>,
 }
 
 impl Runtime {
-    pub fn new(limits: Limits, publisher: vote_kafka::Publisher) -> anyhow::Result<Self> {
+    /// The engine for `limits`, publishing through `publisher` (each topic to its broker).
+    pub fn new(limits: Limits, publisher: vote_rabbit::Brokers) -> anyhow::Result<Self> {
         let mut pool = PoolingAllocationConfig::new();
         pool.total_component_instances(limits.max_instances)
             .total_core_instances(limits.max_instances * 4)
@@ -117,6 +118,11 @@ impl Runtime {
         let linker = Self::linker(&engine)?;
         spawn_epoch_ticker(&engine);
         Ok(Self { engine, linker, limits, publisher, votes: None, refusals: None })
+    }
+
+    /// The publishers: which topics live on RabbitMQ.
+    pub fn brokers(&self) -> &vote_rabbit::Brokers {
+        &self.publisher
     }
 
     /// Counts every message the components publish to the votes topic as a vote in `votes`

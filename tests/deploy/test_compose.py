@@ -37,9 +37,42 @@ def test_backing_services(compose):
     assert any(v.startswith("./grafana/dashboards:") for v in grafana["volumes"])
 
 
+def test_rabbitmq_is_the_official_image_with_streams_for_the_host_and_the_consumers(compose):
+    services = compose["services"]
+    rabbitmq = services["rabbitmq"]
+    assert rabbitmq["image"].startswith("rabbitmq:3."), rabbitmq["image"]
+    assert "rabbitmq_stream" in " ".join(rabbitmq["command"]), "the stream plugin is enabled"
+    assert rabbitmq["hostname"] == "rabbitmq", "streams send clients to the node's host name"
+    assert rabbitmq["profiles"] == ["rabbitmq"], "started only when a topic is bound to it"
+    assert "5552" in " ".join(rabbitmq["healthcheck"]["test"])
+    password = rabbitmq["environment"]["RABBITMQ_DEFAULT_PASS"]
+    for name, service in services.items():
+        image = deploylib.our_image(service.get("image", ""))
+        if image and image[0] in ("votes-host", "votes-consumer"):
+            env = service["environment"]
+            assert env["VOTES_RABBITMQ"] == "rabbitmq:5552", name
+            assert env["VOTES_RABBITMQ_USERNAME"] == rabbitmq["environment"]["RABBITMQ_DEFAULT_USER"], name
+            assert env["VOTES_RABBITMQ_PASSWORD"] == password, name
+
+
+def test_the_rabbitmq_overlay_runs_a_stream_cluster_its_clients_may_reach():
+    overlay = deploylib.REPO / "k8s" / "overlays" / "rabbitmq"
+    docs = deploylib.render(overlay)
+    clusters = deploylib.by_kind(docs, "RabbitmqCluster")
+    assert list(clusters) == ["votes-rabbitmq"], list(clusters)
+    assert "rabbitmq_stream" in clusters["votes-rabbitmq"]["spec"]["rabbitmq"]["additionalPlugins"]
+    policy = deploylib.by_kind(docs, "NetworkPolicy")["votes-rabbitmq"]
+    admitted = [rule["from"][0]["podSelector"]["matchLabels"] for rule in policy["spec"]["ingress"] if any(p.get("port") == 5552 for p in rule.get("ports", []))]
+    for name in ("votes-host", "consumer"):
+        template = deploylib.by_kind(docs, "Deployment")[name]["spec"]["template"]
+        assert any(deploylib.matches({"matchLabels": labels}, template["metadata"]["labels"]) for labels in admitted), f"{name} may not reach the stream port"
+        env = deploylib.container_env(template["spec"]["containers"][0], docs)
+        assert env.get("VOTES_RABBITMQ") == "votes-rabbitmq:5552", name
+
+
 def test_stores_keep_their_data_in_volumes(compose):
     declared = set(compose.get("volumes") or {})
-    for name in ("kafka", "redis", "mongodb", "prometheus", "grafana"):
+    for name in ("kafka", "rabbitmq", "redis", "mongodb", "prometheus", "grafana"):
         named = {v.split(":")[0] for v in compose["services"][name].get("volumes", []) if not v.startswith(".")}
         assert named and named <= declared, f"{name}: {named} not all declared in {declared}"
 

@@ -142,9 +142,70 @@ impl Envelope {
     }
 }
 
+/// The longest key a dead letter keeps as its own key; a longer one is replaced by its SHA-256.
+const MAX_DEAD_LETTER_KEY: usize = 1024;
+
+/// The key a dead letter is published under: the record's own, or its SHA-256 if it is long.
+pub fn key_of(key: Option<&[u8]>) -> Vec<u8> {
+    match key {
+        Some(key) if key.len() > MAX_DEAD_LETTER_KEY => format!("sha256:{:x}", Sha256::digest(key)).into_bytes(),
+        Some(key) => key.to_vec(),
+        None => Vec::new(),
+    }
+}
+
+/// A message for the dead-letter topic: its key there and its envelope.
+pub type DeadLetter = (Vec<u8>, Envelope);
+
+/// Publishes `pending` to `topic` once and waits for every acknowledgement. One the broker
+/// refuses is kept reduced (heads only) to be sent again at once; refused even reduced, it is
+/// logged and given up, so a record never blocks its partition. Returns what is still to send
+/// and whether to send it again at once (else after a wait: the broker is away).
+pub async fn publish_round(publisher: &vote_kafka::Publisher, topic: &str, pending: Vec<DeadLetter>, metrics: &crate::metrics::Metrics) -> (Vec<DeadLetter>, bool) {
+    let sends = pending.iter().map(|(key, envelope)| {
+        let payload = envelope.to_json();
+        async move { publisher.publish(topic, key, &payload, &[]).await }
+    });
+    let results = futures::future::join_all(sends).await;
+    let mut failed = Vec::new();
+    let mut retry_now = false;
+    for ((key, envelope), result) in pending.into_iter().zip(results) {
+        match result {
+            Ok(ack) => {
+                metrics.dlq.with_label_values(&[envelope.reason.label()]).inc();
+                tracing::info!(topic = %envelope.topic, partition = envelope.partition, offset = envelope.offset, dlq_partition = ack.partition, dlq_offset = ack.offset, "dead letter stored");
+            }
+            Err(vote_kafka::PublishError::Refused(error)) => {
+                let reduced = envelope.reduced();
+                if reduced.to_json().len() < envelope.to_json().len() {
+                    tracing::warn!(%error, partition = envelope.partition, offset = envelope.offset, "dead letter refused; sending it reduced");
+                    failed.push((key, reduced));
+                    retry_now = true;
+                } else {
+                    metrics.dlq_lost.inc();
+                    tracing::error!(%error, partition = envelope.partition, offset = envelope.offset, reason = envelope.reason.label(),
+                        "the dead-letter topic refused the record even reduced; giving it up so the partition goes on");
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, partition = envelope.partition, offset = envelope.offset, "dead letter not stored, retrying");
+                failed.push((key, envelope));
+            }
+        }
+    }
+    (failed, retry_now)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_key_is_replaced_by_its_digest_in_the_dead_letter() {
+        assert_eq!(key_of(Some(b"k")), b"k");
+        let long = key_of(Some(&[7u8; 100_000]));
+        assert!(long.len() < 80 && long.starts_with(b"sha256:"));
+    }
 
     #[test]
     fn the_envelope_carries_a_small_record_whole() {

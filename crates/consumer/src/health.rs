@@ -39,6 +39,8 @@ struct State {
     blocked: Option<String>,
     /// What an operator should know, newest last, at most [`MAX_NOTICES`].
     notices: Vec<String>,
+    /// RabbitMQ streams whose node does not answer: since when, and why.
+    streams_down: std::collections::BTreeMap<String, (Instant, String)>,
 }
 
 /// The most notices kept; older ones are dropped first.
@@ -54,7 +56,7 @@ pub struct Health {
 
 impl Health {
     pub fn new(stall_after: Duration) -> Self {
-        let state = State { last_progress: Instant::now(), lag: 0, lag_since: None, redis_down_since: None, mongo_down_since: None, starting: Some("connecting to the stores".to_owned()), blocked: None, notices: Vec::new() };
+        let state = State { last_progress: Instant::now(), lag: 0, lag_since: None, redis_down_since: None, mongo_down_since: None, starting: Some("connecting to the stores".to_owned()), blocked: None, notices: Vec::new(), streams_down: Default::default() };
         Self { state: Arc::new(Mutex::new(state)), stall_after }
     }
 
@@ -121,6 +123,21 @@ impl Health {
         }
     }
 
+    /// Whether the RabbitMQ node of `stream` answers (`None`), or why not: a stream that cannot be
+    /// read for the stall time makes the consumer unready.
+    pub fn stream_reachable(&self, stream: &str, down: Option<String>) {
+        let mut state = self.state();
+        match down {
+            None => {
+                state.streams_down.remove(stream);
+            }
+            Some(why) => {
+                let since = state.streams_down.get(stream).map_or_else(Instant::now, |(since, _)| *since);
+                state.streams_down.insert(stream.to_owned(), (since, why));
+            }
+        }
+    }
+
     /// `Ok` while healthy, else the reason.
     pub fn verdict(&self) -> Result<(), String> {
         let state = self.state();
@@ -135,6 +152,9 @@ impl Health {
             if let Some(since) = since.filter(|since| now - *since >= self.stall_after) {
                 return Err(format!("cannot reach {} for {}s", store.label(), (now - since).as_secs()));
             }
+        }
+        if let Some((stream, (since, why))) = state.streams_down.iter().find(|(_, (since, _))| now - *since >= self.stall_after) {
+            return Err(format!("cannot read rabbitmq stream {stream} for {}s: {why}", (now - *since).as_secs()));
         }
         if let Some(lag_since) = state.lag_since {
             let stalled_for = now - state.last_progress.max(lag_since);

@@ -13,6 +13,8 @@
 //! - [`routes`]: the topics read and what their records are: votes, or a workload's envelopes
 //!   counted by its spec from the manifest.
 //! - [`rebalance`]: the Kafka context that logs partition assignments.
+//! - [`stream`]: a workload's topic bound to RabbitMQ, read from its stream with the same
+//!   guarantees (its position stored on the node after both writes).
 //! - [`verify`]: tells a redelivery from a recreated topic by the record at the applied offset.
 //!
 //! A crash anywhere before the commit means the batch is read again; both writes are idempotent
@@ -25,6 +27,7 @@ pub mod monitor;
 pub mod pipeline;
 pub mod rebalance;
 pub mod routes;
+pub mod stream;
 pub mod verify;
 
 pub use pipeline::{run, Settings};

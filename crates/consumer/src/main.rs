@@ -69,6 +69,8 @@ struct Args {
     /// Without it only the votes topic is read.
     #[arg(long, env = "VOTES_MANIFEST")]
     manifest: Option<PathBuf>,
+    #[command(flatten)]
+    rabbitmq: vote_rabbit::RabbitArgs,
     /// Fault-test hook: milliseconds to sleep between the writes and the commit.
     #[arg(long, hide = true, default_value_t = 0)]
     pause_before_commit_ms: u64,
@@ -101,12 +103,6 @@ impl Args {
 /// topic, or vote events on another topic than `topic`, is refused.
 fn workloads(path: &Path, topic: &str, dlq_topic: &str) -> anyhow::Result<Vec<WorkloadSpec>> {
     let manifest = Manifest::load(path).with_context(|| format!("--manifest {}", path.display()))?;
-    let on_rabbit = manifest.rabbitmq_topics();
-    anyhow::ensure!(
-        on_rabbit.is_empty(),
-        "--manifest {}: the topics {on_rabbit:?} are bound to rabbitmq, which this consumer does not read yet (docs/platform.md); bind them to kafka",
-        path.display()
-    );
     let mut workloads = Vec::new();
     for spec in manifest.workloads.into_values() {
         match spec.format {
@@ -141,6 +137,8 @@ async fn main() -> anyhow::Result<()> {
         Some(path) => workloads(path, &args.topic, &args.dlq_topic)?,
         None => Vec::new(),
     };
+    let on_rabbit: Vec<String> = workloads.iter().filter(|w| w.broker == vote_platform::workload::Broker::Rabbitmq).map(|w| w.topic.clone()).collect();
+    let rabbitmq = args.rabbitmq.settings(&on_rabbit)?;
     let shutdown = vote_service::Shutdown::on_signals();
     let metrics = consumer::metrics::Metrics::new();
     let health = Health::new(Duration::from_secs(args.stall_secs.max(1)));
@@ -170,6 +168,7 @@ async fn main() -> anyhow::Result<()> {
         name_cap: args.name_cap,
         session_timeout: Duration::from_millis(args.session_timeout_ms),
         pause_before_commit: Duration::from_millis(args.pause_before_commit_ms),
+        rabbitmq,
         workloads,
     };
     consumer::run(settings, metrics, health, shutdown).await

@@ -52,6 +52,12 @@ pub struct Metrics {
     pub workload_overflowed: IntCounterVec,
     /// Per workload and assigned partition of its topic: committed offset to high watermark.
     pub workload_lag: IntGaugeVec,
+    /// Records read, per broker (`kafka`, `rabbitmq`) and topic.
+    pub records: IntCounterVec,
+    /// Per RabbitMQ stream: the next offset the consumer stored on the node (read up to it).
+    pub stream_stored: IntGaugeVec,
+    /// Per workload and broker: from an event's `received_at` to its count returned by Redis.
+    pub workload_visible_seconds: HistogramVec,
 }
 
 fn register<M: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: M) -> M {
@@ -79,6 +85,10 @@ impl Metrics {
         let store_write_seconds = HistogramVec::new(seconds("consumer_store_write_seconds", "Duration of one successful store write"), &["store"]).expect("valid metric");
         let lag = IntGaugeVec::new(Opts::new("consumer_lag_messages", "Messages between the committed offset and the high watermark"), &["partition"]).expect("valid metric");
         let workload_lag = IntGaugeVec::new(Opts::new("consumer_workload_lag_messages", "Messages of a workload's topic between the committed offset and the high watermark"), &["workload", "partition"]).expect("valid metric");
+        let records = IntCounterVec::new(Opts::new("consumer_records_read_total", "Records read, per broker and topic"), &["broker", "topic"]).expect("valid metric");
+        let stream_stored = IntGaugeVec::new(Opts::new("consumer_stream_stored_offset", "Per RabbitMQ stream: the next offset stored on the node after both writes"), &["topic"]).expect("valid metric");
+        let workload_visible_seconds =
+            HistogramVec::new(seconds("consumer_workload_visible_seconds", "From a workload event's received_at to its count returned by Redis"), &["workload", "broker"]).expect("valid metric");
         let dlq = IntCounterVec::new(Opts::new("consumer_dlq_messages_total", "Messages published to the dead-letter topic"), &["reason"]).expect("valid metric");
         Self {
             messages: counter(&registry, "consumer_messages_total", "Messages read from Kafka"),
@@ -104,12 +114,28 @@ impl Metrics {
             workload_invalid: per_workload(&registry, "consumer_workload_events_invalid_total", "Records of a workload's topic that could not be counted (dead-lettered)"),
             workload_overflowed: per_workload(&registry, "consumer_workload_overflowed_total", "Workload writes counted in a leaderboard's overflow (member cap reached)"),
             workload_lag: register(&registry, workload_lag),
+            records: register(&registry, records),
+            stream_stored: register(&registry, stream_stored),
+            workload_visible_seconds: register(&registry, workload_visible_seconds),
             registry,
         }
     }
 }
 
 impl Metrics {
+    /// Records what one count of a workload's batch read from `broker` did, and how long after
+    /// its arrival each event counted now became visible (`received_at_ms` of the batch's events).
+    pub fn workload_counted(&self, workload: &str, broker: &str, counted: &vote_store::counters::Counted, received_at_ms: impl Fn(usize) -> i64) {
+        let now = vote_core::now_ms();
+        let visible = self.workload_visible_seconds.with_label_values(&[workload, broker]);
+        for &index in &counted.newly_counted {
+            visible.observe((now - received_at_ms(index)).max(0) as f64 / 1000.0);
+        }
+        self.workload_counted.with_label_values(&[workload]).inc_by(counted.counted);
+        self.workload_duplicates.with_label_values(&[workload]).inc_by(counted.skipped);
+        self.workload_overflowed.with_label_values(&[workload]).inc_by(counted.overflowed);
+    }
+
     /// Exports the counters of `workload` at zero, so that its series exist (and rates read 0)
     /// before its first event.
     pub fn start_workload(&self, workload: &str) {

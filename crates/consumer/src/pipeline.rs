@@ -11,32 +11,31 @@ use anyhow::Context;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
-use sha2::{Digest, Sha256};
-use vote_kafka::{PublishError, Publisher, PublisherSettings};
+use vote_kafka::{Publisher, PublisherSettings};
 use vote_service::Shutdown;
+use vote_platform::workload::Broker;
 use vote_platform::WorkloadSpec;
 use vote_store::counters::{fingerprint, Aggregate, Behind, CountError, Event, Replayed, Span};
 use vote_store::logs::Origin;
 use vote_store::{votes, Counters, Logs};
 
-use crate::dlq::{Envelope, Reason};
+use crate::dlq::{self, DeadLetter, Envelope, Reason};
 use crate::health::{Health, Store};
 use crate::metrics::Metrics;
 use crate::monitor;
 use crate::rebalance::{GroupLog, VoteConsumer};
 use crate::routes::{Item, Route};
+use crate::stream::StreamWorker;
 use crate::verify::{self, Verdict};
 
 /// The first wait after a failed write; it doubles up to [`MAX_BACKOFF`].
-const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+pub(crate) const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 /// The longest wait between two attempts, so a store that is back is used within this long.
-const MAX_BACKOFF: Duration = Duration::from_secs(2);
+pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// How long one broker request of a rewind or a check may take.
 const BROKER_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often an idle consumer checks that Redis holds what the group committed.
 const BEHIND_CHECK: Duration = Duration::from_secs(5);
-/// The longest key a dead letter keeps as its own key; a longer one is replaced by its SHA-256.
-const MAX_DEAD_LETTER_KEY: usize = 1024;
 
 /// Where the consumer reads from and writes to, and how it batches.
 #[derive(Debug, Clone)]
@@ -66,6 +65,9 @@ pub struct Settings {
     /// The manifest's JSON workloads: each one's topic is read too, its events counted by its
     /// spec and logged in its collection (empty: the votes topic only).
     pub workloads: Vec<WorkloadSpec>,
+    /// The RabbitMQ node's stream listener, for the workloads bound to RabbitMQ (their topics are
+    /// streams there, read by [`crate::stream`]).
+    pub rabbitmq: Option<vote_rabbit::RabbitSettings>,
 }
 
 impl Settings {
@@ -77,13 +79,13 @@ impl Settings {
 }
 
 /// One message as read, owned so that it can wait in a batch.
-struct Received {
+pub(crate) struct Received {
     /// The index of its topic's [`Route`].
-    route: usize,
-    partition: i32,
-    offset: i64,
-    key: Option<Vec<u8>>,
-    payload: Option<Vec<u8>>,
+    pub(crate) route: usize,
+    pub(crate) partition: i32,
+    pub(crate) offset: i64,
+    pub(crate) key: Option<Vec<u8>>,
+    pub(crate) payload: Option<Vec<u8>>,
 }
 
 impl Received {
@@ -99,7 +101,7 @@ impl Received {
 }
 
 /// Shutdown was requested while waiting; the batch in hand is not committed (it is read again).
-struct Stopped;
+pub(crate) struct Stopped;
 
 /// What became of a batch.
 enum Outcome {
@@ -110,8 +112,6 @@ enum Outcome {
     Rewound,
 }
 
-/// A message for the dead-letter topic: its key there and its envelope.
-type DeadLetter = (Vec<u8>, Envelope);
 
 /// The records of a batch that decoded (votes or one workload's events): each with its index in
 /// the batch.
@@ -165,16 +165,30 @@ pub async fn run(settings: Settings, metrics: Metrics, health: Health, shutdown:
         tracing::info!("consumer stopped before the stores answered");
         return Ok(());
     };
-    let Some(routes) = routes(&settings, &logs, &health, &shutdown).await else {
+    let Some(mut routes) = routes(&settings, &logs, &health, &shutdown).await else {
         tracing::info!("consumer stopped before the workloads' log collections were ready");
         return Ok(());
     };
+    let dead_letters = Publisher::new(&PublisherSettings::new(&settings.brokers, format!("consumer-{}-dlq", settings.group)))
+        .context("creating the dead-letter producer")?;
+    let on_rabbit: Vec<Route> = {
+        let (rabbit, kafka): (Vec<Route>, Vec<Route>) = routes.into_iter().partition(|route| route.workload.as_ref().is_some_and(|w| w.spec.broker == Broker::Rabbitmq));
+        routes = kafka;
+        rabbit
+    };
+    let mut streams = Vec::new();
+    for route in on_rabbit {
+        let rabbit = settings.rabbitmq.clone().with_context(|| format!("workload topic {} is bound to rabbitmq: give its node with --rabbitmq", route.topic))?;
+        if let Some(workload) = route.workload_name() {
+            metrics.start_workload(workload);
+        }
+        let worker = StreamWorker::new(rabbit, route, counters.clone(), logs.clone(), dead_letters.clone(), settings.clone(), metrics.clone(), health.clone(), shutdown.clone());
+        streams.push(tokio::spawn(worker.run()));
+    }
     for workload in routes.iter().filter_map(Route::workload_name) {
         metrics.start_workload(workload);
     }
     let topics: Vec<&str> = routes.iter().map(|route| route.topic.as_str()).collect();
-    let dead_letters = Publisher::new(&PublisherSettings::new(&settings.brokers, format!("consumer-{}-dlq", settings.group)))
-        .context("creating the dead-letter producer")?;
     let consumer: VoteConsumer = vote_kafka::consumer_config(&settings.brokers, &settings.group)
         .set("session.timeout.ms", settings.session_timeout.as_millis().to_string())
         .set("fetch.wait.max.ms", settings.fetch_wait.as_millis().to_string())
@@ -225,6 +239,9 @@ pub async fn run(settings: Settings, metrics: Metrics, health: Health, shutdown:
             }
         }
     }
+    for stream in streams {
+        let _ = stream.await;
+    }
     tracing::info!("consumer stopped");
     Ok(())
 }
@@ -259,7 +276,7 @@ async fn routes(settings: &Settings, logs: &Logs, health: &Health, shutdown: &Sh
 
 /// Calls `connect` until it succeeds, every [`MAX_BACKOFF`], with `what` and the error as the
 /// health's starting reason meanwhile. `None` if shutdown came first.
-async fn retry_until_connected<T, E, F, Fut>(what: &str, health: &Health, shutdown: &Shutdown, mut connect: F) -> Option<T>
+pub(crate) async fn retry_until_connected<T, E, F, Fut>(what: &str, health: &Health, shutdown: &Shutdown, mut connect: F) -> Option<T>
 where
     E: std::fmt::Display,
     F: FnMut() -> Fut,
@@ -279,7 +296,7 @@ where
 }
 
 /// Sleeps `period`, or returns early with [`Stopped`] on shutdown.
-async fn wait(period: Duration, shutdown: &Shutdown) -> Result<(), Stopped> {
+pub(crate) async fn wait(period: Duration, shutdown: &Shutdown) -> Result<(), Stopped> {
     let mut shutdown = shutdown.clone();
     tokio::select! {
         _ = tokio::time::sleep(period) => Ok(()),
@@ -301,7 +318,7 @@ fn split_by_route(batch: Vec<Received>) -> Vec<(usize, Vec<Received>)> {
 
 /// The spans of a batch (of one topic): per partition the first and last offset read and the last record's
 /// fingerprint.
-fn spans_of(batch: &[Received]) -> Vec<Span> {
+pub(crate) fn spans_of(batch: &[Received]) -> Vec<Span> {
     let mut spans: Vec<Span> = Vec::new();
     for received in batch {
         let fingerprint = fingerprint(received.key.as_deref());
@@ -319,20 +336,13 @@ fn spans_of(batch: &[Received]) -> Vec<Span> {
     spans
 }
 
-/// The key a dead letter is published under: the record's own, or its SHA-256 if it is long.
-fn dead_letter_key(key: Option<&[u8]>) -> Vec<u8> {
-    match key {
-        Some(key) if key.len() > MAX_DEAD_LETTER_KEY => format!("sha256:{:x}", Sha256::digest(key)).into_bytes(),
-        Some(key) => key.to_vec(),
-        None => Vec::new(),
-    }
-}
 
 impl Worker {
     fn receive(&mut self, message: Result<BorrowedMessage<'_>, rdkafka::error::KafkaError>) -> Option<Received> {
         match message {
             Ok(message) => {
                 self.metrics.messages.inc();
+                self.metrics.records.with_label_values(&["kafka", message.topic()]).inc();
                 match self.routes.iter().position(|route| route.topic == message.topic()) {
                     Some(route) => Some(Received::of(route, &message)),
                     None => {
@@ -422,7 +432,7 @@ impl Worker {
             received.payload.as_deref(),
             &self.settings.group,
         );
-        (dead_letter_key(received.key.as_deref()), envelope)
+        (dlq::key_of(received.key.as_deref()), envelope)
     }
 
     /// Counts the batch (of the topic of `route`) in Redis; an event Redis refuses goes to the
@@ -452,11 +462,7 @@ impl Worker {
                             self.metrics.duplicates.inc_by(counted.skipped);
                             self.metrics.overflowed.inc_by(counted.overflowed);
                         }
-                        Some(workload) => {
-                            self.metrics.workload_counted.with_label_values(&[workload]).inc_by(counted.counted);
-                            self.metrics.workload_duplicates.with_label_values(&[workload]).inc_by(counted.skipped);
-                            self.metrics.workload_overflowed.with_label_values(&[workload]).inc_by(counted.overflowed);
-                        }
+                        Some(workload) => self.metrics.workload_counted(workload, "kafka", &counted, |index| decoded.items[index].0.received_at_ms()),
                     }
                     self.health.store_reachable(Store::Redis, true);
                     for span in spans.iter() {
@@ -643,46 +649,13 @@ impl Worker {
         }
     }
 
-    /// Publishes the dead letters and waits for every acknowledgement. One the broker refuses is
-    /// sent again reduced (heads only); refused again, it is logged and given up, so a record
-    /// never blocks its partition. A broker that is away is waited out.
+    /// Publishes the dead letters and waits for every acknowledgement ([`dlq::publish_round`]);
+    /// a broker that is away is waited out.
     async fn publish_dead_letters(&mut self, mut pending: Vec<DeadLetter>) -> Result<(), Stopped> {
         let mut backoff = FIRST_BACKOFF;
         while !pending.is_empty() {
-            let topic = self.settings.dlq_topic.clone();
-            let sends = pending.iter().map(|(key, envelope)| {
-                let (publisher, topic) = (self.dead_letters.clone(), topic.clone());
-                let payload = envelope.to_json();
-                async move { publisher.publish(&topic, key, &payload, &[]).await }
-            });
-            let results = futures::future::join_all(sends).await;
-            let mut failed = Vec::new();
-            let mut retry_now = false;
-            for ((key, envelope), result) in pending.into_iter().zip(results) {
-                match result {
-                    Ok(ack) => {
-                        self.metrics.dlq.with_label_values(&[envelope.reason.label()]).inc();
-                        tracing::info!(partition = envelope.partition, offset = envelope.offset, dlq_partition = ack.partition, dlq_offset = ack.offset, "dead letter stored");
-                    }
-                    Err(PublishError::Refused(error)) => {
-                        let reduced = envelope.reduced();
-                        if reduced.to_json().len() < envelope.to_json().len() {
-                            tracing::warn!(%error, partition = envelope.partition, offset = envelope.offset, "dead letter refused; sending it reduced");
-                            failed.push((key, reduced));
-                            retry_now = true;
-                        } else {
-                            self.metrics.dlq_lost.inc();
-                            tracing::error!(%error, partition = envelope.partition, offset = envelope.offset, reason = envelope.reason.label(),
-                                "the dead-letter topic refused the record even reduced; giving it up so the partition goes on");
-                        }
-                    }
-                    Err(error) => {
-                        tracing::warn!(%error, partition = envelope.partition, offset = envelope.offset, "dead letter not stored, retrying");
-                        failed.push((key, envelope));
-                    }
-                }
-            }
-            pending = failed;
+            let retry_now;
+            (pending, retry_now) = dlq::publish_round(&self.dead_letters, &self.settings.dlq_topic, pending, &self.metrics).await;
             if !pending.is_empty() && !retry_now {
                 self.stall(&mut backoff).await?;
             }
@@ -787,10 +760,4 @@ mod tests {
         assert_eq!(offsets, vec![(1, vec![3, 4]), (0, vec![8, 9]), (2, vec![1])]);
     }
 
-    #[test]
-    fn a_long_key_is_replaced_by_its_digest_in_the_dead_letter() {
-        assert_eq!(dead_letter_key(Some(b"k")), b"k");
-        let long = dead_letter_key(Some(&[7u8; 100_000]));
-        assert!(long.len() < 80 && long.starts_with(b"sha256:"));
-    }
 }

@@ -117,6 +117,13 @@ impl TestStack {
 
     /// Starts only the given servers on free ports.
     pub async fn start_parts(parts: &[Part]) -> Self {
+        Self::start_with(parts, |_| {}).await
+    }
+
+    /// Starts the given servers on free ports, after `configure` changed the stack's settings
+    /// (a manifest, say: then every process started is given it, and RabbitMQ's address when it
+    /// binds a topic there).
+    pub async fn start_with(parts: &[Part], configure: impl FnOnce(&mut StackConfig)) -> Self {
         let mut dir = tempfile::Builder::new().prefix("votes-e2e-").tempdir().expect("temp dir");
         if std::env::var_os("VOTES_KEEP_TEST_STATE").is_some() {
             dir.disable_cleanup(true);
@@ -139,6 +146,9 @@ impl TestStack {
         config.native_port = free_port();
         config.results_port = free_port();
         config.prometheus_port = free_port();
+        config.rabbitmq_port = free_port();
+        config.rabbitmq_dist_port = free_port();
+        configure(&mut config);
         let supervisor = Supervisor::attached(&config.state_dir);
         if let Err(error) = vote_stack::up(&config, &supervisor, parts).await {
             panic!("the test stack did not start: {error:#}");

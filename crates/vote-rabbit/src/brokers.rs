@@ -37,6 +37,13 @@ impl Brokers {
         if self.on_rabbit.contains(topic) { "rabbitmq" } else { "kafka" }
     }
 
+    /// The topics on RabbitMQ, sorted.
+    pub fn rabbit_topics(&self) -> Vec<String> {
+        let mut topics: Vec<String> = self.on_rabbit.iter().cloned().collect();
+        topics.sort();
+        topics
+    }
+
     /// Publishes to the broker `topic` lives on and waits for its acknowledgement.
     pub async fn publish(&self, topic: &str, key: &[u8], payload: &[u8], headers: &[(&str, &[u8])]) -> Result<Ack, PublishError> {
         match &self.rabbit {

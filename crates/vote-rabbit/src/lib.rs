@@ -3,12 +3,14 @@
 //! the consumer keeps the same exactly-once effect (applied offsets in Redis, the position stored
 //! after both writes). See `docs/decisions.md` for why streams rather than quorum queues.
 
+pub mod args;
 pub mod brokers;
 pub mod publisher;
 pub mod reader;
 pub mod settings;
 
+pub use args::RabbitArgs;
 pub use brokers::Brokers;
 pub use publisher::StreamPublisher;
-pub use reader::{Record, StreamReader};
+pub use reader::{At, Record, StreamReader};
 pub use settings::{RabbitSettings, SettingsError};

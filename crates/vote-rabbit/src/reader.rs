@@ -2,7 +2,7 @@
 //! (the consumer stores it only after a batch is counted and logged).
 
 use futures::StreamExt;
-use rabbitmq_stream_client::error::{ClientError, ConsumerStoreOffsetError};
+use rabbitmq_stream_client::error::ClientError;
 use rabbitmq_stream_client::types::{OffsetSpecification, ResponseCode};
 use rabbitmq_stream_client::{Consumer, Environment};
 
@@ -23,6 +23,17 @@ pub struct Record {
     pub offset: i64,
     pub key: Option<Vec<u8>>,
     pub payload: Option<Vec<u8>>,
+}
+
+/// What a stream holds at an offset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum At {
+    /// A record, with its key.
+    Record(Option<Vec<u8>>),
+    /// Nothing any more: the stream starts after it.
+    Expired,
+    /// Nothing yet: the stream ends before it.
+    End,
 }
 
 /// A named reader of one stream.
@@ -50,13 +61,26 @@ impl StreamReader {
     /// (Re)subscribes from offset `from`, or from the first record still in the stream; any
     /// earlier subscription is closed first.
     pub async fn open(&mut self, from: Option<i64>) -> Result<(), ReadError> {
+        self.subscribe(from, true).await
+    }
+
+    /// Like [`StreamReader::open`], without the name: for a look that stores nothing.
+    async fn open_unnamed(&mut self, from: Option<i64>) -> Result<(), ReadError> {
+        self.subscribe(from, false).await
+    }
+
+    async fn subscribe(&mut self, from: Option<i64>, named: bool) -> Result<(), ReadError> {
         self.close().await;
-        let environment = self.settings.connect().await.map_err(|e| self.node_error(e))?;
+        let environment = tokio::time::timeout(self.settings.timeout, self.settings.connect())
+            .await
+            .map_err(|_| self.node_error(format!("no answer within {:?}", self.settings.timeout)))?
+            .map_err(|e| self.node_error(e))?;
         let offset = match from {
             Some(from) if from > 0 => OffsetSpecification::Offset(from as u64),
             _ => OffsetSpecification::First,
         };
-        let consumer = environment.consumer().name(&self.name).client_provided_name("votes-consumer").offset(offset).build(&self.stream).await.map_err(|error| {
+        let builder = environment.consumer().name_optional(named.then(|| self.name.clone()));
+        let consumer = builder.client_provided_name("votes-consumer").offset(offset).build(&self.stream).await.map_err(|error| {
             if error.to_string().contains("StreamDoesNotExist") {
                 ReadError::NoStream(self.stream.clone())
             } else {
@@ -68,14 +92,37 @@ impl StreamReader {
     }
 
     /// The next offset to read as stored on the node by [`StreamReader::store`], `None` if this
-    /// reader never stored one. Needs an open subscription.
+    /// reader never stored one.
     pub async fn stored(&self) -> Result<Option<i64>, ReadError> {
-        let Some((_, consumer)) = &self.open else { return Err(self.node_error("not subscribed")) };
-        match consumer.query_offset().await {
+        let client = tokio::time::timeout(self.settings.timeout, self.settings.client())
+            .await
+            .map_err(|_| self.node_error(format!("no answer within {:?}", self.settings.timeout)))?
+            .map_err(|e| self.node_error(e))?;
+        let queried = client.query_offset(self.name.clone(), &self.stream).await;
+        let _ = client.close().await;
+        match queried {
             Ok(last) => Ok(Some(last as i64 + 1)),
-            Err(ConsumerStoreOffsetError::Client(ClientError::RequestError(ResponseCode::OffsetNotFound))) => Ok(None),
+            Err(ClientError::RequestError(ResponseCode::OffsetNotFound)) => Ok(None),
+            Err(ClientError::RequestError(ResponseCode::StreamDoesNotExist)) => Err(ReadError::NoStream(self.stream.clone())),
             Err(error) => Err(self.node_error(error)),
         }
+    }
+
+    /// What the stream holds at `offset`; used to tell a redelivery from a recreated stream.
+    pub async fn key_at(&self, offset: i64) -> Result<At, ReadError> {
+        let mut probe = StreamReader::new(self.settings.clone(), &self.stream, &format!("{}-probe", self.name));
+        probe.open_unnamed(Some(offset.max(0))).await?;
+        let found = match tokio::time::timeout(self.settings.timeout, probe.next()).await {
+            Ok(Some(Ok(record))) if record.offset == offset => At::Record(record.key),
+            Ok(Some(Ok(_))) => At::Expired,
+            Err(_) | Ok(None) => At::End,
+            Ok(Some(Err(error))) => {
+                probe.close().await;
+                return Err(error);
+            }
+        };
+        probe.close().await;
+        Ok(found)
     }
 
     /// Stores that every record before `next` is done with.

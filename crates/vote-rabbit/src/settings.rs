@@ -12,6 +12,8 @@ pub const DEFAULT_ADDRESS: &str = "127.0.0.1:5552";
 pub enum SettingsError {
     #[error("the RabbitMQ address {0:?} is not host:port or user:password@host:port")]
     Address(String),
+    #[error("the manifest binds {0:?} to rabbitmq: give its stream listener with --rabbitmq or VOTES_RABBITMQ (for example 127.0.0.1:5552)")]
+    Missing(Vec<String>),
 }
 
 /// How to reach a RabbitMQ node's stream listener.
@@ -66,6 +68,18 @@ impl RabbitSettings {
             .client_provided_name("votes")
             .build()
             .await
+    }
+
+    /// Connects one plain client (for queries outside a producer or a subscription).
+    pub async fn client(&self) -> Result<rabbitmq_stream_client::Client, rabbitmq_stream_client::error::ClientError> {
+        let options = rabbitmq_stream_client::ClientOptions::builder()
+            .host(&self.host)
+            .port(self.port)
+            .user(&self.username)
+            .password(&self.password)
+            .client_provided_name("votes-query".to_owned())
+            .build();
+        rabbitmq_stream_client::Client::connect(options).await
     }
 }
 

@@ -256,8 +256,11 @@ impl StackConfig {
         let base = self.rabbitmq_config_base();
         std::fs::create_dir_all(base.parent().expect("run dir"))?;
         let conf = format!(
-            "listeners.tcp = none\nstream.listeners.tcp.1 = {}:{}\nloopback_users = none\n",
-            self.host, self.rabbitmq_port
+            // Clients are sent to the advertised address for each stream: this one, not the
+            // machine's host name (which may not resolve to the loopback the listener is on).
+            "listeners.tcp = none\nstream.listeners.tcp.1 = {host}:{port}\nstream.advertised_host = {host}\nstream.advertised_port = {port}\nloopback_users = none\n",
+            host = self.host,
+            port = self.rabbitmq_port
         );
         std::fs::write(base.with_extension("conf"), conf)?;
         std::fs::write(base.with_extension("plugins"), "[rabbitmq_stream].\n")?;

@@ -98,7 +98,7 @@ fn buckets(metrics: &str, name: &str) -> Vec<(f64, f64)> {
 
 /// The `q` quantile of the observations a histogram gained between two scrapes, in the unit of
 /// its buckets, interpolated within the bucket (as Prometheus' `histogram_quantile`).
-fn quantile_between(before: &str, after: &str, name: &str, q: f64) -> Option<f64> {
+pub(crate) fn quantile_between(before: &str, after: &str, name: &str, q: f64) -> Option<f64> {
     let old: BTreeMap<u64, f64> = buckets(before, name).into_iter().map(|(le, n)| (le.to_bits(), n)).collect();
     let delta: Vec<(f64, f64)> = buckets(after, name).into_iter().map(|(le, n)| (le, n - old.get(&le.to_bits()).copied().unwrap_or(0.0))).collect();
     let total = delta.last()?.1;

@@ -39,6 +39,32 @@ pub enum Command {
     /// Measure the producers (wasm REST, native REST, gRPC) in rotating rounds, optionally a
     /// concurrency sweep and open loop, with CPU per vote and an exactly-once check.
     Bench(BenchArgs),
+    /// Measure the broker a workload's topic is bound to (Kafka or RabbitMQ): its events published
+    /// straight through the host's publishers, closed loop per concurrency and open loop at
+    /// fractions of capacity, publish-to-visible latency, the broker's CPU and memory per event.
+    BenchBroker(BrokerBenchArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BrokerBenchArgs {
+    /// The manifest workload whose topic is published to (its events from data/<workload>.json).
+    #[arg(long, default_value = "weather")]
+    pub workload: String,
+    /// Events per closed-loop step.
+    #[arg(long, default_value_t = 20_000)]
+    pub count: u64,
+    /// The closed-loop steps: publishes in flight.
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 8, 64, 256])]
+    pub concurrency: Vec<usize>,
+    /// The open-loop runs, as shares of the best closed-loop throughput.
+    #[arg(long, value_delimiter = ',', default_values_t = [0.25, 0.5, 0.75])]
+    pub open_loop_fractions: Vec<f64>,
+    /// How long each open-loop run sends, in seconds.
+    #[arg(long, default_value_t = 10)]
+    pub open_loop_secs: u64,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -139,9 +165,6 @@ pub struct ResultsArgs {
     /// A workload of the manifest (`weather`, `ballots`, ...) instead of the band votes.
     #[arg(long)]
     pub workload: Option<String>,
-    /// The application manifest that names the workloads [default: <repo>/spin.toml].
-    #[arg(long, env = "VOTES_MANIFEST")]
-    pub manifest: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -283,8 +306,12 @@ pub struct StackArgs {
     pub no_reuse: bool,
     /// Serve only the band votes' component on every path, without the application manifest
     /// (spin.toml): the one-component host, for comparing what the platform costs.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, conflicts_with = "manifest")]
     pub no_manifest: bool,
+    /// The application manifest the stack serves and counts (a workload moved to RabbitMQ, say)
+    /// [default: <repo>/spin.toml].
+    #[arg(long, global = true, env = "VOTES_MANIFEST")]
+    pub manifest: Option<PathBuf>,
 }
 
 impl StackArgs {
@@ -311,6 +338,9 @@ impl StackArgs {
         }
         config.host_port = self.host_port;
         config.host_admin_port = self.host_admin_port;
+        if let Some(manifest) = &self.manifest {
+            config.manifest = Some(manifest.clone());
+        }
         if self.no_manifest {
             config.manifest = None;
         }

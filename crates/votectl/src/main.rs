@@ -8,10 +8,12 @@
 //! - [`recount`]: rebuild the Redis counters from the MongoDB logs, exactly once per vote.
 //! - [`component`]: deploy, list and roll back the wasm host's components.
 //! - [`bench`]: the producers measured in rotating rounds, a concurrency sweep and open loop.
+//! - [`broker_bench`]: one workload's broker (Kafka or RabbitMQ) measured through the publishers.
 //! - [`open_loop`]: votes on a fixed schedule, latency corrected for coordinated omission.
 //! - [`procstat`]: CPU time and peak memory of the stack's processes from `/proc`.
 
 mod bench;
+mod broker_bench;
 mod cast;
 mod cli;
 mod component;
@@ -89,5 +91,6 @@ async fn run() -> anyhow::Result<()> {
         cli::Command::Recount(args) => recount::run(&config, args).await,
         cli::Command::Component(command) => component::run(&config, command).await,
         cli::Command::Bench(args) => bench::run(&config, args).await,
+        cli::Command::BenchBroker(args) => broker_bench::run(&config, args).await,
     }
 }

@@ -80,7 +80,7 @@ pub async fn run(config: &StackConfig, args: ResultsArgs) -> anyhow::Result<()> 
     let Some(name) = &args.workload else {
         return run_votes(config, args.json).await;
     };
-    let path = args.manifest.clone().unwrap_or_else(|| vote_stack::config::repo_root().join("spin.toml"));
+    let path = config.manifest.clone().unwrap_or_else(|| vote_stack::config::repo_root().join("spin.toml"));
     let manifest = Manifest::load(&path).with_context(|| format!("reading the manifest {} (--manifest)", path.display()))?;
     let Some(spec) = manifest.workloads.get(name) else {
         let known: Vec<&str> = manifest.workloads.keys().map(String::as_str).collect();

@@ -1,0 +1,156 @@
+//! A workload's topic on RabbitMQ end to end, over real servers: the shipped manifest with the
+//! weather workload bound to RabbitMQ (`broker = "rabbitmq"`), the stack's own RabbitMQ node
+//! (stream plugin, its own ports and data), the wasm host publishing `POST /tweets` to the stream
+//! with confirms and the consumer reading it. Every report the host confirmed with 202 is counted
+//! and logged exactly once across a SIGKILL of the node under load (answered meanwhile with a
+//! fast 503 and Retry-After) and a SIGKILL of the consumer; band votes stay on Kafka beside it.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use e2e::{eventually, metric, TestStack};
+use mongodb::bson::doc;
+use vote_platform::Manifest;
+use vote_stack::config::Part;
+
+/// How many weather reports the test sends.
+const REPORTS: usize = 400;
+
+/// The shipped manifest with the weather workload on RabbitMQ, written into `dir`.
+fn rabbit_manifest(dir: &Path) -> PathBuf {
+    let shipped = std::fs::read_to_string(vote_stack::config::repo_root().join("spin.toml")).unwrap();
+    let bound = shipped.replacen("topic = \"weather\"\n", "topic = \"weather\"\nbroker = \"rabbitmq\"\n", 1);
+    assert_ne!(bound, shipped, "spin.toml names the weather topic as the test expects");
+    let path = dir.join("spin.toml");
+    std::fs::write(&path, bound).unwrap();
+    assert_eq!(Manifest::load(&path).unwrap().rabbitmq_topics(), vec!["weather".to_owned()]);
+    path
+}
+
+fn reports() -> Vec<serde_json::Value> {
+    let path = vote_stack::config::repo_root().join("data").join("weather.json");
+    let sample: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    (0..REPORTS).map(|i| sample[i % sample.len()].clone()).collect()
+}
+
+/// What posting one report until it was accepted saw.
+#[derive(Default)]
+struct Posted {
+    /// Answers other than 202, by status.
+    refusals: HashMap<u16, u64>,
+    /// Whether every 503 carried Retry-After, and the slowest one.
+    retry_after_missing: u64,
+    slowest_refusal: Duration,
+}
+
+/// Posts `report` under its own Idempotency-Key until it gets 202 (the client's retry, which the
+/// consumer deduplicates by the key), at most for a minute.
+async fn post_until_accepted(http: &reqwest::Client, url: &str, report: &serde_json::Value, key: &str, posted: &mut Posted) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let started = Instant::now();
+        match http.post(url).header("idempotency-key", key).json(report).send().await {
+            Ok(response) if response.status().as_u16() == 202 => return,
+            Ok(response) => {
+                let status = response.status().as_u16();
+                *posted.refusals.entry(status).or_default() += 1;
+                posted.slowest_refusal = posted.slowest_refusal.max(started.elapsed());
+                if status == 503 && response.headers().get("retry-after").is_none() {
+                    posted.retry_after_missing += 1;
+                }
+                assert!(status == 503, "report {key}: {status} {}", response.text().await.unwrap_or_default());
+            }
+            Err(error) => panic!("report {key}: {error}"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("report {key} was not accepted within a minute");
+}
+
+#[tokio::test]
+async fn weather_on_rabbitmq_counts_every_confirmed_report_once_across_node_and_consumer_kills() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest_path = rabbit_manifest(dir.path());
+    let manifest = Manifest::load(&manifest_path).unwrap();
+    let weather = manifest.workloads["weather"].clone();
+    let parts = [Part::Kafka, Part::Redis, Part::Mongo, Part::Rabbitmq];
+    let configured = manifest_path.clone();
+    let stack = TestStack::start_with(&parts, move |config| config.manifest = Some(configured)).await;
+    stack.start_consumer("consumer", &[]).await;
+    stack.start_app_host(&manifest_path, &[]).await;
+    let http = reqwest::Client::new();
+    let url = format!("{}/tweets", stack.config.host_url());
+    let reports = reports();
+
+    // A third before the node dies, a third while it is down, the rest after it is back.
+    let mut posted = Posted::default();
+    for (i, report) in reports.iter().enumerate().take(REPORTS / 3) {
+        post_until_accepted(&http, &url, report, &format!("report-{i}"), &mut posted).await;
+    }
+    assert!(posted.refusals.is_empty(), "with the node up every report is accepted at once: {:?}", posted.refusals);
+    stack.kill(Part::Rabbitmq);
+    let down = http.post(&url).header("idempotency-key", "probe").json(&reports[0]).send().await.unwrap();
+    assert_eq!(down.status().as_u16(), 503, "with the node down: {}", down.text().await.unwrap());
+    assert!(down.headers().get("retry-after").is_some(), "a 503 says when to retry");
+    let restart = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        stack.restart(Part::Rabbitmq).await;
+        stack
+    });
+    for (i, report) in reports.iter().enumerate().skip(REPORTS / 3).take(REPORTS / 3) {
+        post_until_accepted(&http, &url, report, &format!("report-{i}"), &mut posted).await;
+    }
+    let stack = restart.await.unwrap();
+    assert!(posted.refusals.get(&503).copied().unwrap_or(0) > 0, "the reports sent while the node was down were refused first: {:?}", posted.refusals.keys());
+    assert_eq!(posted.retry_after_missing, 0, "every 503 carries Retry-After");
+    eprintln!("while the node was down: {:?} refusals, the slowest in {:?}", posted.refusals, posted.slowest_refusal);
+
+    // The consumer dies mid-way through the rest and a new one takes over from the stored position.
+    for (i, report) in reports.iter().enumerate().skip(2 * (REPORTS / 3)).take(REPORTS / 6) {
+        post_until_accepted(&http, &url, report, &format!("report-{i}"), &mut posted).await;
+    }
+    stack.supervisor.kill("consumer").unwrap();
+    for (i, report) in reports.iter().enumerate().skip(2 * (REPORTS / 3) + REPORTS / 6) {
+        post_until_accepted(&http, &url, report, &format!("report-{i}"), &mut posted).await;
+    }
+    // One report sent twice under its key: counted once.
+    post_until_accepted(&http, &url, &reports[0], "report-0", &mut posted).await;
+    let consumer_port_again = stack.start_consumer("consumer-again", &[]).await;
+
+    let mut redis = stack.redis().await;
+    let total_key = weather.total_key();
+    let counted = eventually(Duration::from_secs(60), || {
+        let (mut redis, key) = (redis.clone(), total_key.clone());
+        async move { redis::cmd("GET").arg(&key).query_async::<Option<u64>>(&mut redis).await.unwrap().unwrap_or(0) >= REPORTS as u64 }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let total: u64 = redis::cmd("GET").arg(&total_key).query_async::<Option<u64>>(&mut redis).await.unwrap().unwrap_or(0);
+    assert!(counted.is_ok() && total == REPORTS as u64, "{REPORTS} reports accepted, {total} counted; consumer log:\n{}", stack.supervisor.log_tail("consumer-again", 30));
+
+    // Per municipality, exactly what was accepted.
+    let mut expected: HashMap<String, i64> = HashMap::new();
+    for report in &reports {
+        *expected.entry(report["municipality"].as_str().unwrap().to_lowercase()).or_default() += 1;
+    }
+    let key = weather.count_key("municipality");
+    let members: Vec<(String, f64)> = redis::cmd("ZRANGE").arg(&key).arg(0).arg(-1).arg("WITHSCORES").query_async(&mut redis).await.unwrap();
+    let counted: HashMap<String, i64> = members.into_iter().map(|(m, s)| (m, s as i64)).collect();
+    assert_eq!(counted, expected, "reports per municipality");
+
+    // Logged once each, with where it was read: the stream, partition 0.
+    let client = mongodb::Client::with_uri_str(stack.config.mongo_url()).await.unwrap();
+    let logs = client.database("votes").collection::<mongodb::bson::Document>(&weather.collection());
+    assert_eq!(logs.count_documents(doc! {}).await.unwrap(), REPORTS as u64, "one log document per report");
+    assert_eq!(logs.count_documents(doc! { "topic": "weather", "partition": 0 }).await.unwrap(), REPORTS as u64, "logged as read from the stream");
+
+    // The consumers read the weather from the stream only, and stored their position there.
+    let samples = e2e::exposition::scrape(&format!("http://127.0.0.1:{consumer_port_again}/metrics")).await;
+    let read = |broker: &str| -> f64 {
+        samples.iter().filter(|s| s.name == "consumer_records_read_total" && s.labels.get("broker").map(String::as_str) == Some(broker) && s.labels.get("topic").map(String::as_str) == Some("weather")).map(|s| s.value).sum()
+    };
+    assert!(read("rabbitmq") > 0.0 && read("kafka") == 0.0, "weather read from rabbitmq only: {} from rabbitmq, {} from kafka", read("rabbitmq"), read("kafka"));
+    let stored = metric(consumer_port_again, "consumer_stream_stored_offset").await;
+    assert!(stored >= REPORTS as f64, "the position stored on the node covers every report: {stored}");
+}
