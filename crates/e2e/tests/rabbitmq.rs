@@ -15,7 +15,9 @@ use vote_platform::Manifest;
 use vote_stack::config::Part;
 
 /// How many weather reports the test sends.
-const REPORTS: usize = 400;
+const REPORTS: usize = 600;
+/// Clients posting at once.
+const CLIENTS: usize = 8;
 
 /// The shipped manifest with the weather workload on RabbitMQ, written into `dir`.
 fn rabbit_manifest(dir: &Path) -> PathBuf {
@@ -68,7 +70,31 @@ async fn post_until_accepted(http: &reqwest::Client, url: &str, report: &serde_j
     panic!("report {key} was not accepted within a minute");
 }
 
-#[tokio::test]
+impl Posted {
+    fn merge(&mut self, other: Posted) {
+        for (status, n) in other.refusals {
+            *self.refusals.entry(status).or_default() += n;
+        }
+        self.retry_after_missing += other.retry_after_missing;
+        self.slowest_refusal = self.slowest_refusal.max(other.slowest_refusal);
+    }
+}
+
+/// Posts reports `range` from [`CLIENTS`] clients at once, each until accepted.
+async fn post_range(http: &reqwest::Client, url: &str, reports: &[serde_json::Value], range: std::ops::Range<usize>, posted: &mut Posted) {
+    use futures::StreamExt;
+    let mut sends = futures::stream::iter(range.map(|i| async move {
+        let mut mine = Posted::default();
+        post_until_accepted(http, url, &reports[i], &format!("report-{i}"), &mut mine).await;
+        mine
+    }))
+    .buffer_unordered(CLIENTS);
+    while let Some(mine) = sends.next().await {
+        posted.merge(mine);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn weather_on_rabbitmq_counts_every_confirmed_report_once_across_node_and_consumer_kills() {
     let dir = tempfile::tempdir().unwrap();
     let manifest_path = rabbit_manifest(dir.path());
@@ -85,10 +111,18 @@ async fn weather_on_rabbitmq_counts_every_confirmed_report_once_across_node_and_
 
     // A third before the node dies, a third while it is down, the rest after it is back.
     let mut posted = Posted::default();
-    for (i, report) in reports.iter().enumerate().take(REPORTS / 3) {
-        post_until_accepted(&http, &url, report, &format!("report-{i}"), &mut posted).await;
-    }
+    post_range(&http, &url, &reports, 0..REPORTS / 3, &mut posted).await;
     assert!(posted.refusals.is_empty(), "with the node up every report is accepted at once: {:?}", posted.refusals);
+    // Killed with reports in flight.
+    let under_load = {
+        let (http, url, reports) = (http.clone(), url.clone(), reports.clone());
+        tokio::spawn(async move {
+            let mut posted = Posted::default();
+            post_range(&http, &url, &reports, REPORTS / 3..REPORTS / 2, &mut posted).await;
+            posted
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
     stack.kill(Part::Rabbitmq);
     let down = http.post(&url).header("idempotency-key", "probe").json(&reports[0]).send().await.unwrap();
     assert_eq!(down.status().as_u16(), 503, "with the node down: {}", down.text().await.unwrap());
@@ -98,22 +132,17 @@ async fn weather_on_rabbitmq_counts_every_confirmed_report_once_across_node_and_
         stack.restart(Part::Rabbitmq).await;
         stack
     });
-    for (i, report) in reports.iter().enumerate().skip(REPORTS / 3).take(REPORTS / 3) {
-        post_until_accepted(&http, &url, report, &format!("report-{i}"), &mut posted).await;
-    }
+    post_range(&http, &url, &reports, REPORTS / 2..2 * (REPORTS / 3), &mut posted).await;
     let stack = restart.await.unwrap();
+    posted.merge(under_load.await.unwrap());
     assert!(posted.refusals.get(&503).copied().unwrap_or(0) > 0, "the reports sent while the node was down were refused first: {:?}", posted.refusals.keys());
     assert_eq!(posted.retry_after_missing, 0, "every 503 carries Retry-After");
     eprintln!("while the node was down: {:?} refusals, the slowest in {:?}", posted.refusals, posted.slowest_refusal);
 
     // The consumer dies mid-way through the rest and a new one takes over from the stored position.
-    for (i, report) in reports.iter().enumerate().skip(2 * (REPORTS / 3)).take(REPORTS / 6) {
-        post_until_accepted(&http, &url, report, &format!("report-{i}"), &mut posted).await;
-    }
+    post_range(&http, &url, &reports, 2 * (REPORTS / 3)..5 * (REPORTS / 6), &mut posted).await;
     stack.supervisor.kill("consumer").unwrap();
-    for (i, report) in reports.iter().enumerate().skip(2 * (REPORTS / 3) + REPORTS / 6) {
-        post_until_accepted(&http, &url, report, &format!("report-{i}"), &mut posted).await;
-    }
+    post_range(&http, &url, &reports, 5 * (REPORTS / 6)..REPORTS, &mut posted).await;
     // One report sent twice under its key: counted once.
     post_until_accepted(&http, &url, &reports[0], "report-0", &mut posted).await;
     let consumer_port_again = stack.start_consumer("consumer-again", &[]).await;

@@ -66,7 +66,6 @@ impl StreamPublisher {
             Ok(Ok(status)) => refusal(topic, status.status()),
             // Never handed to the connection: not stored.
             Ok(Err(ProducerPublishError::Closed)) => PublishError::Unavailable(format!("the producer of stream {topic} is closed")),
-            Ok(Err(ProducerPublishError::Timeout)) => PublishError::Indeterminate(format!("no confirm from rabbitmq for stream {topic}")),
             Ok(Err(error)) => PublishError::Indeterminate(format!("stream {topic}: {error}")),
             Err(_elapsed) => PublishError::Indeterminate(format!("no confirm from rabbitmq within {:?}", self.inner.settings.timeout)),
         };
@@ -90,13 +89,15 @@ impl StreamPublisher {
         if let Some(producer) = state.producers.get(stream).filter(|p| !p.is_closed()) {
             return Ok(producer.clone());
         }
-        let built = tokio::time::timeout(self.inner.settings.timeout, state.environment.producer().client_provided_name("votes-publisher").build(stream)).await;
+        let built = tokio::time::timeout(self.inner.settings.timeout, state.environment.producer().build(stream)).await;
         match built {
             Ok(Ok(producer)) => {
                 state.producers.insert(stream.to_owned(), producer.clone());
                 Ok(producer)
             }
-            Ok(Err(ProducerCreateError::StreamDoesNotExist { stream })) => Err(PublishError::Refused(format!("rabbitmq has no stream {stream}"))),
+            // A node that restarts recovers its streams after it accepts connections, and a new
+            // stream is made by the consumer or `votectl up`: try again later, not a refusal.
+            Ok(Err(ProducerCreateError::StreamDoesNotExist { stream })) => Err(PublishError::Unavailable(format!("rabbitmq has no stream {stream} (yet)"))),
             Ok(Err(ProducerCreateError::Create { stream, status })) => Err(refusal(&stream, &status)),
             Ok(Err(error)) => {
                 *connected = None;
@@ -118,11 +119,11 @@ impl StreamPublisher {
     }
 }
 
-/// A negative answer of the broker: not stored. A missing stream or access refused will not
-/// change by retrying; anything else may.
+/// A negative answer of the broker: not stored. Access refused will not change by retrying;
+/// anything else (a stream not recovered yet after a restart, say) may.
 fn refusal(stream: &str, status: &ResponseCode) -> PublishError {
     match status {
-        ResponseCode::StreamDoesNotExist | ResponseCode::AccessRefused => PublishError::Refused(format!("rabbitmq refused the message for stream {stream}: {status:?}")),
+        ResponseCode::AccessRefused => PublishError::Refused(format!("rabbitmq refused the message for stream {stream}: {status:?}")),
         _ => PublishError::Unavailable(format!("rabbitmq did not store the message for stream {stream}: {status:?}")),
     }
 }

@@ -79,8 +79,11 @@ impl StreamReader {
             Some(from) if from > 0 => OffsetSpecification::Offset(from as u64),
             _ => OffsetSpecification::First,
         };
-        let builder = environment.consumer().name_optional(named.then(|| self.name.clone()));
-        let consumer = builder.client_provided_name("votes-consumer").offset(offset).build(&self.stream).await.map_err(|error| {
+        let mut builder = environment.consumer();
+        if named {
+            builder = builder.name(&self.name);
+        }
+        let consumer = builder.offset(offset).build(&self.stream).await.map_err(|error| {
             if error.to_string().contains("StreamDoesNotExist") {
                 ReadError::NoStream(self.stream.clone())
             } else {

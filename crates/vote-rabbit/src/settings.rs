@@ -65,7 +65,6 @@ impl RabbitSettings {
             .port(self.port)
             .username(&self.username)
             .password(&self.password)
-            .client_provided_name("votes")
             .build()
             .await
     }
@@ -77,7 +76,6 @@ impl RabbitSettings {
             .port(self.port)
             .user(&self.username)
             .password(&self.password)
-            .client_provided_name("votes-query".to_owned())
             .build();
         rabbitmq_stream_client::Client::connect(options).await
     }
