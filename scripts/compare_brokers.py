@@ -71,7 +71,7 @@ def manifest_for(broker, directory):
 def measure(votectl, broker, work, args):
     """One broker's stack, up, measured and down; returns bench-broker's report."""
     state = work / f"state-{broker}"
-    env = dict(os.environ, VOTES_STATE_DIR=str(state), VOTES_MANIFEST=str(manifest_for(broker, work)))
+    env = dict(os.environ, VOTES_STATE_DIR=str(state), VOTES_MANIFEST=str(manifest_for(broker, work)), RUST_BACKTRACE="0")
     for variable in PORT_VARIABLES:
         env[variable] = str(free_port())
     say(f"{broker}: starting a stack of its own in {state}")

@@ -17,6 +17,13 @@ pub const MAX_UNCONFIRMED: usize = 10_000;
 /// The most bytes a stream keeps before its oldest segments go (the broker's retention bound).
 pub const STREAM_MAX_BYTES: u64 = 2 * 1024 * 1024 * 1024;
 
+/// How long the producer gathers messages before it sends them as one batch (the client's
+/// default is 100 ms, which every publish would wait for): the Kafka publisher's `linger.ms`.
+pub const BATCH_DELAY: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// The most messages in one batch; a full batch goes out at once.
+pub const BATCH_MAX: usize = 500;
+
 /// One connection to the node and a producer per stream, made on first use and dropped when the
 /// node stops answering, so the next publish connects afresh.
 struct Connected {
@@ -89,7 +96,7 @@ impl StreamPublisher {
         if let Some(producer) = state.producers.get(stream).filter(|p| !p.is_closed()) {
             return Ok(producer.clone());
         }
-        let built = tokio::time::timeout(self.inner.settings.timeout, state.environment.producer().build(stream)).await;
+        let built = tokio::time::timeout(self.inner.settings.timeout, state.environment.producer().batch_size(BATCH_MAX).batch_delay(BATCH_DELAY).build(stream)).await;
         match built {
             Ok(Ok(producer)) => {
                 state.producers.insert(stream.to_owned(), producer.clone());

@@ -15,6 +15,10 @@ use anyhow::{bail, Context};
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 
+/// The environment variables that choose a process's application: set by the stack per child,
+/// never inherited from the caller's environment.
+pub const APPLICATION_VARIABLES: [&str; 3] = ["VOTES_MANIFEST", "VOTES_HOST_COMPONENT", "VOTES_HOST_COMPONENT_DIR"];
+
 /// How to start one child: program, arguments, environment and the data directory it needs.
 #[derive(Debug, Clone)]
 pub struct Launch {
@@ -85,6 +89,12 @@ impl Supervisor {
             command.current_dir(dir);
         }
         let log = fs::OpenOptions::new().create(true).append(true).open(self.log_path(&launch.name))?;
+        // Which application a child serves is the stack's to say (the native baseline and the
+        // one-component host have none): a VOTES_MANIFEST or VOTES_HOST_COMPONENT exported for
+        // votectl itself must not reach every child.
+        for chosen_per_child in APPLICATION_VARIABLES {
+            command.env_remove(chosen_per_child);
+        }
         command
             .args(&launch.args)
             .envs(launch.env.iter().map(|(k, v)| (k, v)))
