@@ -94,6 +94,12 @@ def test_configmaps_secrets_pvcs_and_accounts_are_defined(docs, overlay):
         assert all(s["name"] in accounts for s in binding["subjects"] if s["kind"] == "ServiceAccount"), f"{overlay}: RoleBinding {name}"
 
 
+def operator_pod_labels(docs) -> list[dict]:
+    """The labels of pods an operator makes for a resource of the overlay: the RabbitMQ Cluster
+    Operator labels a cluster's pods with `app.kubernetes.io/name: <cluster>`."""
+    return [{"app.kubernetes.io/name": name, "app.kubernetes.io/component": "rabbitmq", "app.kubernetes.io/part-of": "rabbitmq"} for name in by_kind(docs, "RabbitmqCluster")]
+
+
 def test_autoscalers_budgets_and_policies_point_at_workloads(docs, overlay):
     for name, hpa in by_kind(docs, "HorizontalPodAutoscaler").items():
         target = hpa["spec"]["scaleTargetRef"]
@@ -101,14 +107,16 @@ def test_autoscalers_budgets_and_policies_point_at_workloads(docs, overlay):
         assert hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"], name
     for kind in ("PodDisruptionBudget", "NetworkPolicy"):
         for name, doc in by_kind(docs, kind).items():
-            assert any(matches(doc["spec"]["podSelector" if kind == "NetworkPolicy" else "selector"], t["metadata"].get("labels")) for _, t in pods(docs)), (
+            labels = [t["metadata"].get("labels") for _, t in pods(docs)] + operator_pod_labels(docs)
+            assert any(matches(doc["spec"]["podSelector" if kind == "NetworkPolicy" else "selector"], pod_labels) for pod_labels in labels), (
                 f"{overlay}: {kind} {name} selects no pod"
             )
     for name, policy in by_kind(docs, "NetworkPolicy").items():
         for rule in policy["spec"].get("ingress", []):
             for peer in rule.get("from", []):
                 if "podSelector" in peer:
-                    assert any(matches(peer["podSelector"], t["metadata"].get("labels")) for _, t in pods(docs)), f"{overlay}: NetworkPolicy {name} admits pods that do not exist"
+                    labels = [t["metadata"].get("labels") for _, t in pods(docs)] + operator_pod_labels(docs)
+                    assert any(matches(peer["podSelector"], pod_labels) for pod_labels in labels), f"{overlay}: NetworkPolicy {name} admits pods that do not exist"
 
 
 def test_kafka_listener_admits_the_kafka_clients(docs, overlay):
