@@ -54,8 +54,6 @@ pub struct Metrics {
     pub workload_lag: IntGaugeVec,
     /// Records read, per broker (`kafka`, `rabbitmq`) and topic.
     pub records: IntCounterVec,
-    /// Per RabbitMQ stream: the next offset the consumer stored on the node (read up to it).
-    pub stream_stored: IntGaugeVec,
     /// Per workload and broker: from an event's `received_at` to its count returned by Redis.
     pub workload_visible_seconds: HistogramVec,
 }
@@ -86,7 +84,6 @@ impl Metrics {
         let lag = IntGaugeVec::new(Opts::new("consumer_lag_messages", "Messages between the committed offset and the high watermark"), &["partition"]).expect("valid metric");
         let workload_lag = IntGaugeVec::new(Opts::new("consumer_workload_lag_messages", "Messages of a workload's topic between the committed offset and the high watermark"), &["workload", "partition"]).expect("valid metric");
         let records = IntCounterVec::new(Opts::new("consumer_records_read_total", "Records read, per broker and topic"), &["broker", "topic"]).expect("valid metric");
-        let stream_stored = IntGaugeVec::new(Opts::new("consumer_stream_stored_offset", "Per RabbitMQ stream: the next offset stored on the node after both writes"), &["topic"]).expect("valid metric");
         let workload_visible_seconds =
             HistogramVec::new(seconds("consumer_workload_visible_seconds", "From a workload event's received_at to its count returned by Redis"), &["workload", "broker"]).expect("valid metric");
         let dlq = IntCounterVec::new(Opts::new("consumer_dlq_messages_total", "Messages published to the dead-letter topic"), &["reason"]).expect("valid metric");
@@ -115,7 +112,6 @@ impl Metrics {
             workload_overflowed: per_workload(&registry, "consumer_workload_overflowed_total", "Workload writes counted in a leaderboard's overflow (member cap reached)"),
             workload_lag: register(&registry, workload_lag),
             records: register(&registry, records),
-            stream_stored: register(&registry, stream_stored),
             workload_visible_seconds: register(&registry, workload_visible_seconds),
             registry,
         }
@@ -136,12 +132,13 @@ impl Metrics {
         self.workload_overflowed.with_label_values(&[workload]).inc_by(counted.overflowed);
     }
 
-    /// Exports the counters of `workload` at zero, so that its series exist (and rates read 0)
-    /// before its first event.
-    pub fn start_workload(&self, workload: &str) {
+    /// Exports the counters of `workload` (its topic on `broker`) at zero, so that its series
+    /// exist (and rates read 0) before its first event.
+    pub fn start_workload(&self, workload: &str, broker: &str) {
         for counter in [&self.workload_counted, &self.workload_duplicates, &self.workload_logged, &self.workload_invalid, &self.workload_overflowed] {
             counter.with_label_values(&[workload]).inc_by(0);
         }
+        self.workload_visible_seconds.with_label_values(&[workload, broker]);
     }
 }
 

@@ -180,13 +180,13 @@ pub async fn run(settings: Settings, metrics: Metrics, health: Health, shutdown:
     for route in on_rabbit {
         let rabbit = settings.rabbitmq.clone().with_context(|| format!("workload topic {} is bound to rabbitmq: give its node with --rabbitmq", route.topic))?;
         if let Some(workload) = route.workload_name() {
-            metrics.start_workload(workload);
+            metrics.start_workload(workload, "rabbitmq");
         }
         let worker = StreamWorker::new(rabbit, route, counters.clone(), logs.clone(), dead_letters.clone(), settings.clone(), metrics.clone(), health.clone(), shutdown.clone());
         streams.push(tokio::spawn(worker.run()));
     }
     for workload in routes.iter().filter_map(Route::workload_name) {
-        metrics.start_workload(workload);
+        metrics.start_workload(workload, "kafka");
     }
     let topics: Vec<&str> = routes.iter().map(|route| route.topic.as_str()).collect();
     let consumer: VoteConsumer = vote_kafka::consumer_config(&settings.brokers, &settings.group)

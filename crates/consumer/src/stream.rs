@@ -61,7 +61,6 @@ impl StreamWorker {
     #[allow(clippy::too_many_arguments)]
     pub fn new(rabbit: RabbitSettings, route: Route, counters: Counters, logs: Logs, dead_letters: Publisher, settings: Settings, metrics: Metrics, health: Health, shutdown: Shutdown) -> Self {
         let reader = StreamReader::new(rabbit.clone(), &route.topic, &settings.group);
-        metrics.stream_stored.with_label_values(&[&route.topic]).set(0);
         Self { rabbit, reader, route, counters, logs, dead_letters, settings, metrics, health, shutdown, opened_at: None, subscribed: false, floor: -1, verified: None }
     }
 
@@ -306,7 +305,6 @@ impl StreamWorker {
             match self.reader.store(next).await {
                 Ok(()) => {
                     self.metrics.commits.inc();
-                    self.metrics.stream_stored.with_label_values(&[&self.route.topic]).set(next);
                     return Ok(());
                 }
                 Err(error) => {

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use e2e::{eventually, metric, TestStack};
+use e2e::{eventually, TestStack};
 use mongodb::bson::doc;
 use vote_platform::Manifest;
 use vote_stack::config::Part;
@@ -180,6 +180,7 @@ async fn weather_on_rabbitmq_counts_every_confirmed_report_once_across_node_and_
         samples.iter().filter(|s| s.name == "consumer_records_read_total" && s.labels.get("broker").map(String::as_str) == Some(broker) && s.labels.get("topic").map(String::as_str) == Some("weather")).map(|s| s.value).sum()
     };
     assert!(read("rabbitmq") > 0.0 && read("kafka") == 0.0, "weather read from rabbitmq only: {} from rabbitmq, {} from kafka", read("rabbitmq"), read("kafka"));
-    let stored = metric(consumer_port_again, "consumer_stream_stored_offset").await;
-    assert!(stored >= REPORTS as f64, "the position stored on the node covers every report: {stored}");
+    let settings = vote_rabbit::RabbitSettings::parse(&stack.config.rabbitmq_address()).unwrap();
+    let stored = vote_rabbit::StreamReader::new(settings, "weather", vote_kafka::CONSUMER_GROUP).stored().await.unwrap();
+    assert!(stored.is_some_and(|next| next >= REPORTS as i64), "the position stored on the node covers every report: {stored:?}");
 }
