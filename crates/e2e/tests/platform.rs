@@ -254,4 +254,17 @@ source = "hello.wasm"
     let (status, version) = served_by("/misc/fine").await;
     assert_eq!((status, version.as_str()), (200, "misbehave@0.1.0"), "the refused manifest changed nothing");
     assert!(manifest.is_file());
+
+    // A manifest that moves a topic to RabbitMQ is refused by a reload: the host's publishers were
+    // made at start-up, so moving a topic between brokers takes a restart.
+    let moved = format!(
+        "{second}\n[application.tool.votes.workloads.weather]\ntitle = \"Weather\"\ntopic = \"weather\"\nbroker = \"rabbitmq\"\ncount = [{{ name = \"town\", title = \"Towns\", by = [\"municipality\"] }}]\n"
+    );
+    write_manifest(dir.path(), &moved);
+    let refused = stack.admin(&http, reqwest::Method::POST, "/app/reload").send().await.unwrap();
+    let status = refused.status().as_u16();
+    let body = refused.text().await.unwrap();
+    assert!(status == 422 && body.contains("rabbitmq") && body.contains("restart"), "{status}: {body}");
+    let (status, version) = served_by("/misc/fine").await;
+    assert_eq!((status, version.as_str()), (200, "misbehave@0.1.0"), "the refused manifest changed nothing");
 }
