@@ -18,14 +18,14 @@ that the command works end to end).
 import argparse
 import json
 import os
-import platform
-import re
 import socket
 import subprocess
 import sys
 import tempfile
-from datetime import datetime, timezone
 from pathlib import Path
+
+import compare  # scripts/ is on the path of a script run from it
+from compare import output_of
 
 ROOT = Path(__file__).resolve().parent.parent
 BROKERS = ("kafka", "rabbitmq")
@@ -45,13 +45,6 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def output_of(command):
-    try:
-        return subprocess.run(command, capture_output=True, text=True, timeout=30).stdout.strip()
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
 
 
 def manifest_for(broker, directory):
@@ -93,31 +86,12 @@ def measure(votectl, broker, work, args):
 
 
 def machine(votectl):
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), "?")
-    mem_kib = int(next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")))
-    os_name = next((line.split("=", 1)[1].strip('"') for line in Path("/etc/os-release").read_text().splitlines() if line.startswith("PRETTY_NAME=")), "?")
-    lock = (ROOT / "Cargo.lock").read_text()
-
-    def locked(package):
-        found = re.search(r'name = "%s"\nversion = "([^"]+)"' % re.escape(package), lock)
-        return found.group(1) if found else "?"
-
-    tansu = Path.home() / ".cargo" / "bin" / "tansu"
-    rabbit = output_of(["dpkg-query", "-W", "-f=${Version}", "rabbitmq-server"]) or "?"
+    """compare.py's machine and versions, and RabbitMQ's."""
     return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "memory_gib": round(mem_kib / 1024 / 1024, 1),
-        "os": os_name,
-        "kernel": platform.release(),
-        "tansu": output_of([str(tansu) if tansu.exists() else "tansu", "--version"]) or "?",
-        "rabbitmq": rabbit,
+        **compare.machine(votectl),
+        "rabbitmq": output_of(["dpkg-query", "-W", "-f=${Version}", "rabbitmq-server"]) or "?",
         "erlang": output_of(["erl", "-noshell", "-eval", "io:format(\"~s\", [erlang:system_info(otp_release)]), halt()."]) or "?",
-        "rdkafka": locked("rdkafka"),
-        "rabbitmq_stream_client": locked("rabbitmq-stream-client"),
-        "votectl": output_of([votectl, "--version"]),
-        "git": output_of(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"]),
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "rabbitmq_stream_client": compare.lock_version("rabbitmq-stream-client"),
     }
 
 

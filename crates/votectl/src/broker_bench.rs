@@ -13,15 +13,17 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use redis::aio::MultiplexedConnection;
 use serde::Serialize;
-use tokio::sync::Semaphore;
 use vote_platform::event::{Data, Envelope};
 use vote_platform::{Manifest, WorkloadSpec};
 use vote_rabbit::{Brokers, RabbitSettings, StreamPublisher};
 use vote_stack::{Part, StackConfig, Supervisor};
 
 use crate::cli::BrokerBenchArgs;
-use crate::open_loop::Latency;
+use crate::open_loop::{self, Latency};
 use crate::{bench, procstat};
+
+/// The most open-loop publishes waiting for their acknowledgement at once.
+const MAX_IN_FLIGHT: usize = 4096;
 
 /// How long the consumer may take to count what was acknowledged.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(180);
@@ -198,28 +200,16 @@ impl Run<'_> {
         self.settle().await?;
         let before = scrape(consumer_url).await;
         let cpu_before = self.process.cpu_seconds();
-        let places = Arc::new(Semaphore::new(4096));
-        let total = (rate * duration.as_secs_f64()).ceil().max(1.0) as u64;
-        let interval = Duration::from_secs_f64(1.0 / rate);
-        let started = Instant::now();
-        let mut tasks = Vec::with_capacity(total as usize);
-        for i in 0..total {
-            let scheduled = started + interval.mul_f64(i as f64);
-            tokio::time::sleep_until(scheduled.into()).await;
-            let place = places.clone().acquire_owned().await.expect("semaphore open");
+        let (sends, sending) = open_loop::schedule(rate, duration, MAX_IN_FLIGHT, |i| {
             let (brokers, spec, samples) = (self.brokers.clone(), self.spec.clone(), self.samples.clone());
-            tasks.push(tokio::spawn(async move {
-                let published = publish(&brokers, &spec, &samples, i).await;
-                drop(place);
-                (scheduled.elapsed(), published.is_ok())
-            }));
-        }
-        let sending = started.elapsed().as_secs_f64().max(1e-6);
+            async move { publish(&brokers, &spec, &samples, i).await.is_ok() }
+        })
+        .await?;
+        let (total, sending) = (sends.len() as u64, sending.as_secs_f64().max(1e-6));
         let (mut latencies, mut failed) = (histogram(), 0);
-        for task in tasks {
-            let (latency, ok) = task.await?;
-            latencies.saturating_record(latency.as_micros() as u64);
-            if ok {
+        for sent in sends {
+            latencies.saturating_record(sent.from_schedule.as_micros() as u64);
+            if sent.outcome {
                 self.acknowledged += 1;
             } else {
                 failed += 1;

@@ -62,30 +62,59 @@ fn distribution(histogram: &Histogram<u64>) -> Vec<(f64, f64)> {
         .collect()
 }
 
-/// Sends `rate` votes/s for `duration` over `path`, at most `max_in_flight` at once.
-pub async fn run(config: &StackConfig, path: ProducerPath, votes: &[Vote], rate: f64, duration: Duration, max_in_flight: usize) -> anyhow::Result<OpenLoopReport> {
+/// What one scheduled send did: from its scheduled time and from its actual send to the answer.
+pub struct Sent<T> {
+    pub from_schedule: Duration,
+    pub from_send: Duration,
+    pub outcome: T,
+}
+
+/// Calls `send(i)` for `rate` sends/s over `duration` on a fixed schedule, at most
+/// `max_in_flight` at once (a full window delays the next send, and that wait counts: latency
+/// runs from the scheduled time). Returns every send's timings and outcome, and how long sending
+/// took.
+pub async fn schedule<T, F, Fut>(rate: f64, duration: Duration, max_in_flight: usize, send: F) -> anyhow::Result<(Vec<Sent<T>>, Duration)>
+where
+    T: Send + 'static,
+    F: Fn(u64) -> Fut,
+    Fut: std::future::Future<Output = T> + Send + 'static,
+{
     anyhow::ensure!(rate > 0.0, "the open-loop rate must be above 0");
-    let sender = Arc::new(Sender::connect(config, path, max_in_flight.min(256)).await?);
     let places = Arc::new(Semaphore::new(max_in_flight.max(1)));
-    let total = (rate * duration.as_secs_f64()).ceil() as u64;
+    let total = (rate * duration.as_secs_f64()).ceil().max(1.0) as u64;
     let interval = Duration::from_secs_f64(1.0 / rate);
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(total as usize);
     for i in 0..total {
         let scheduled = started + interval.mul_f64(i as f64);
         tokio::time::sleep_until(scheduled.into()).await;
-        // A full window waits here: the wait is counted, since latency runs from `scheduled`.
         let place = places.clone().acquire_owned().await.expect("semaphore open");
-        let (sender, vote) = (sender.clone(), votes[i as usize % votes.len()].clone());
+        let sending = send(i);
         tasks.push(tokio::spawn(async move {
             let sent = Instant::now();
-            let outcome = sender.send(i, vote).await;
+            let outcome = sending.await;
             drop(place);
             let done = Instant::now();
-            (done - scheduled, done - sent, outcome)
+            Sent { from_schedule: done - scheduled, from_send: done - sent, outcome }
         }));
     }
     let sending = started.elapsed();
+    let mut done = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        done.push(task.await?);
+    }
+    Ok((done, sending))
+}
+
+/// Sends `rate` votes/s for `duration` over `path`, at most `max_in_flight` at once.
+pub async fn run(config: &StackConfig, path: ProducerPath, votes: &[Vote], rate: f64, duration: Duration, max_in_flight: usize) -> anyhow::Result<OpenLoopReport> {
+    let sender = Arc::new(Sender::connect(config, path, max_in_flight.min(256)).await?);
+    let (sends, sending) = schedule(rate, duration, max_in_flight, |i| {
+        let (sender, vote) = (sender.clone(), votes[i as usize % votes.len()].clone());
+        async move { sender.send(i, vote).await }
+    })
+    .await?;
+    let total = sends.len() as u64;
     let (mut corrected, mut service) = (histogram(), histogram());
     let mut report = OpenLoopReport {
         path: path.name(),
@@ -99,8 +128,7 @@ pub async fn run(config: &StackConfig, path: ProducerPath, votes: &[Vote], rate:
         service_latency: Latency::of(&service),
         distribution: Vec::new(),
     };
-    for task in tasks {
-        let (from_schedule, from_send, outcome) = task.await?;
+    for Sent { from_schedule, from_send, outcome } in sends {
         corrected.saturating_record(from_schedule.as_micros() as u64);
         service.saturating_record(from_send.as_micros() as u64);
         match outcome {
