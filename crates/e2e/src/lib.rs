@@ -192,6 +192,20 @@ impl TestStack {
             .unwrap_or_else(|e| panic!("{} did not come back: {e:#}", part.name()));
     }
 
+    /// Runs `rabbitmqctl` against this stack's own RabbitMQ node; panics with its output if it fails.
+    pub fn rabbitmqctl(&self, args: &[&str]) -> String {
+        let ctl = self.config.rabbitmq_bin.with_file_name("rabbitmqctl");
+        let out = std::process::Command::new(&ctl)
+            .args(["-n", &self.config.rabbitmq_node_name()])
+            .args(args)
+            .env("ERL_EPMD_ADDRESS", "127.0.0.1")
+            .output()
+            .unwrap_or_else(|e| panic!("running {} (Debian's rabbitmq-server package; `make setup` installs it): {e}", ctl.display()));
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "rabbitmqctl {args:?}: {text}");
+        text
+    }
+
     /// Writes the admin token, starts the host of `config` with extra flags, waits until ready.
     async fn spawn_host(&self, config: &StackConfig, extra_args: &[&str]) {
         let token = config.admin_token_path();

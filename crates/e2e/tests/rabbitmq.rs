@@ -184,3 +184,69 @@ async fn weather_on_rabbitmq_counts_every_confirmed_report_once_across_node_and_
     let stored = vote_rabbit::StreamReader::new(settings, "weather", vote_kafka::CONSUMER_GROUP).stored().await.unwrap();
     assert!(stored.is_some_and(|next| next >= REPORTS as i64), "the position stored on the node covers every report: {stored:?}");
 }
+
+/// RabbitMQ blocks publishers while a resource alarm is set. A disk alarm (its memory alarm does
+/// not stop stream publishers on 3.10, measured) is raised on the stack's own node under load: the
+/// host never hangs and never answers 5xx other than 503 with Retry-After; once its blocked
+/// connection times out, new publishes are refused at once as overload. When the alarm clears,
+/// every report is accepted on retry under its key and counted exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resource_alarm_is_answered_as_overload_and_nothing_is_counted_twice() {
+    const SENT: usize = 400;
+    let dir = tempfile::tempdir().unwrap();
+    let manifest_path = rabbit_manifest(dir.path());
+    let weather = Manifest::load(&manifest_path).unwrap().workloads["weather"].clone();
+    let configured = manifest_path.clone();
+    let stack = TestStack::start_with(&[Part::Kafka, Part::Redis, Part::Mongo, Part::Rabbitmq], move |config| config.manifest = Some(configured)).await;
+    stack.start_consumer("consumer", &[]).await;
+    stack.start_app_host(&manifest_path, &[]).await;
+    let http = reqwest::Client::new();
+    let url = format!("{}/tweets", stack.config.host_url());
+    let reports = reports();
+    let mut posted = Posted::default();
+    post_range(&http, &url, &reports, 0..20, &mut posted).await;
+    assert!(posted.refusals.is_empty(), "before the alarm every report is accepted: {:?}", posted.refusals);
+
+    // A free-disk limit no disk meets: the node raises its disk alarm and blocks publishers.
+    stack.rabbitmqctl(&["set_disk_free_limit", "1000000000000000"]);
+    let (mut fast_overload, mut slowest, mut statuses) = (None, Duration::ZERO, HashMap::<u16, u64>::new());
+    let mut next = 20;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while fast_overload.is_none() && next < SENT && Instant::now() < deadline {
+        let started = Instant::now();
+        let response = http.post(&url).header("idempotency-key", format!("report-{next}")).json(&reports[next]).send().await.unwrap();
+        let (status, took) = (response.status().as_u16(), started.elapsed());
+        let retry_after = response.headers().get("retry-after").is_some();
+        let body = response.text().await.unwrap();
+        assert!(status == 202 || status == 503, "report-{next} under the alarm: {status} {body}");
+        assert!(status == 202 || retry_after, "a 503 says when to retry: {body}");
+        assert!(took < vote_kafka::DEFAULT_PUBLISH_TIMEOUT + Duration::from_secs(3), "report-{next} took {took:?}: the host must not hang on a blocked node");
+        *statuses.entry(status).or_default() += 1;
+        slowest = slowest.max(took);
+        if status == 503 && body.contains("overloaded") && took < Duration::from_secs(1) {
+            fast_overload = Some(body);
+        }
+        next += 1;
+        // Paced, so the node has time to notice its disk (it checks every few seconds).
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("under the disk alarm: {statuses:?} for {} reports, the slowest in {slowest:?}", next - 20);
+    let fast_overload = fast_overload.unwrap_or_else(|| panic!("no fast 503 naming overload under the alarm: {statuses:?}\nhost log:\n{}", stack.supervisor.log_tail("wasm-host", 20)));
+    assert!(fast_overload.contains("resource alarm"), "the overload names its cause: {fast_overload}");
+
+    // The alarm clears: every report sent (those refused, and any a blocked connection may still
+    // have stored) is retried under its key until accepted, and counted once.
+    stack.rabbitmqctl(&["set_disk_free_limit", "50MB"]);
+    post_range(&http, &url, &reports, 20..next, &mut posted).await;
+    let redis = stack.redis().await;
+    let total_key = weather.total_key();
+    let total = |mut redis: redis::aio::MultiplexedConnection, key: String| async move { redis::cmd("GET").arg(&key).query_async::<Option<u64>>(&mut redis).await.unwrap().unwrap_or(0) };
+    let counted = eventually(Duration::from_secs(60), || {
+        let (redis, key) = (redis.clone(), total_key.clone());
+        async move { total(redis, key).await >= next as u64 }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let counted_now = total(redis.clone(), total_key.clone()).await;
+    assert!(counted.is_ok() && counted_now == next as u64, "{next} reports accepted, {counted_now} counted; consumer log:\n{}", stack.supervisor.log_tail("consumer", 30));
+}

@@ -105,6 +105,11 @@ impl StreamPublisher {
             // A node that restarts recovers its streams after it accepts connections, and a new
             // stream is made by the consumer or `votectl up`: try again later, not a refusal.
             Ok(Err(ProducerCreateError::StreamDoesNotExist { stream })) => Err(PublishError::Unavailable(format!("rabbitmq has no stream {stream} (yet)"))),
+            // A node under a resource alarm (disk, measured on 3.10; its memory alarm does not
+            // stop stream publishers) refuses new publishers this way: overload, retry later.
+            Ok(Err(ProducerCreateError::Create { stream, status: ResponseCode::PrecoditionFailed })) => {
+                Err(PublishError::Overloaded(format!("rabbitmq refuses publishers to stream {stream} (precondition failed: a resource alarm blocks publishing)")))
+            }
             Ok(Err(ProducerCreateError::Create { stream, status })) => Err(refusal(&stream, &status)),
             Ok(Err(error)) => {
                 *connected = None;

@@ -250,6 +250,11 @@ impl StackConfig {
         self.state_dir.join("run").join("rabbitmq")
     }
 
+    /// The Erlang name of this stack's RabbitMQ node (what `rabbitmqctl -n` takes).
+    pub fn rabbitmq_node_name(&self) -> String {
+        format!("votes-{}@localhost", self.rabbitmq_port)
+    }
+
     /// Writes the RabbitMQ node's configuration: only the stream listener (no AMQP listener, so
     /// the machine's own node keeps 5672), on this stack's address.
     pub fn write_rabbitmq_config(&self) -> anyhow::Result<()> {
@@ -386,7 +391,7 @@ impl StackConfig {
                 .data_dir(data),
             // Its own node name, ports, data and plugins, so a machine's own RabbitMQ is untouched.
             Part::Rabbitmq => Launch::new(part.name(), &self.rabbitmq_bin)
-                .env("RABBITMQ_NODENAME", format!("votes-{}@localhost", self.rabbitmq_port))
+                .env("RABBITMQ_NODENAME", self.rabbitmq_node_name())
                 .env("RABBITMQ_NODE_IP_ADDRESS", host.clone())
                 .env("RABBITMQ_DIST_PORT", self.rabbitmq_dist_port.to_string())
                 .env("ERL_EPMD_ADDRESS", "127.0.0.1")
