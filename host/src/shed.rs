@@ -2,7 +2,7 @@
 //! memory, the timeouts that free them from slow clients, and the fast `503` a client gets when
 //! they are full. Connections are bounded by the guarded listener ([`vote_service::listen`]).
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -105,59 +105,7 @@ impl Shed {
     }
 }
 
-/// One bound on requests running at once, with a bounded FIFO queue in front of it: the host's
-/// bound ([`Gate`]) and each component's share of it.
-pub struct Admission {
-    in_flight: Arc<Semaphore>,
-    max_in_flight: usize,
-    /// Requests waiting for a place now.
-    queued: AtomicUsize,
-    max_queued: usize,
-    queue_wait: Duration,
-}
-
-impl Admission {
-    pub fn new(max_in_flight: usize, max_queued: usize, queue_wait: Duration) -> Self {
-        Self { in_flight: Arc::new(Semaphore::new(max_in_flight)), max_in_flight, queued: AtomicUsize::new(0), max_queued, queue_wait }
-    }
-
-    /// A place at once, if one is free.
-    pub fn try_enter(&self) -> Option<OwnedSemaphorePermit> {
-        self.in_flight.clone().try_acquire_owned().ok()
-    }
-
-    /// A place at once if one is free, else after waiting in arrival order (tokio's semaphore is
-    /// fair) for at most the queue wait, if fewer than `max_queued` already wait. `None`: the
-    /// request gets the fast `503`. Reports how long it waited.
-    pub async fn enter(&self) -> (Option<OwnedSemaphorePermit>, Duration) {
-        if let Some(permit) = self.try_enter() {
-            return (Some(permit), Duration::ZERO);
-        }
-        let waiting = self.queued.fetch_add(1, Ordering::AcqRel);
-        if waiting >= self.max_queued || self.queue_wait.is_zero() {
-            self.queued.fetch_sub(1, Ordering::AcqRel);
-            return (None, Duration::ZERO);
-        }
-        let started = Instant::now();
-        let permit = tokio::time::timeout(self.queue_wait, self.in_flight.clone().acquire_owned()).await.ok().and_then(Result::ok);
-        self.queued.fetch_sub(1, Ordering::AcqRel);
-        (permit, started.elapsed())
-    }
-
-    /// Requests waiting for a place now.
-    pub fn queued(&self) -> usize {
-        self.queued.load(Ordering::Acquire)
-    }
-
-    /// Requests holding a place now.
-    pub fn running(&self) -> usize {
-        self.max_in_flight - self.in_flight.available_permits()
-    }
-
-    pub fn max_in_flight(&self) -> usize {
-        self.max_in_flight
-    }
-}
+pub use vote_service::admission::Admission;
 
 /// The bounds on requests, and when a client was last turned away.
 pub struct Gate {

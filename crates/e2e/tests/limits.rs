@@ -1,5 +1,5 @@
 //! The producers' limits and honest answers, over real servers: the gRPC concurrency limit
-//! (RESOURCE_EXHAUSTED at once), the CastStream cap and deadline, reflection v1 and v1alpha, a
+//! (RESOURCE_EXHAUSTED at once with no queue; with one, calls wait in a bounded queue first), the CastStream cap and deadline, reflection v1 and v1alpha, a
 //! full publish queue answered as overload, an unacknowledged publish answered "may not have been
 //! stored" with the idempotency key echoed, and configurations whose deadlines could not hold a
 //! publish refused at start-up.
@@ -28,7 +28,7 @@ fn open_stream() -> (tokio::sync::mpsc::Sender<Vote>, ReceiverStream<Vote>) {
 async fn grpc_limits_calls_streams_and_speaks_both_reflection_versions() {
     let stack = TestStack::start().await;
     stack
-        .start_producer(&["--max-concurrent-calls", "1", "--stream-max-votes", "5", "--publish-timeout-ms", "2000"])
+        .start_producer(&["--max-concurrent-calls", "1", "--max-queued-calls", "0", "--stream-max-votes", "5", "--publish-timeout-ms", "2000"])
         .await;
     stack.start_consumer("consumer", &[]).await;
     let client = stack.grpc_client().await;
@@ -85,6 +85,73 @@ async fn grpc_limits_calls_streams_and_speaks_both_reflection_versions() {
     stack.wait_for_counts(expected, Duration::from_secs(60)).await;
     assert_eq!(stack.total().await, expected);
     assert_eq!(stack.logged().await, expected);
+}
+
+/// Over the call limit a call waits in the bounded call queue: served when a slot frees up,
+/// `RESOURCE_EXHAUSTED` at once when the queue is full, and after the queue wait when no slot
+/// frees up; the queue's length and waits are metrics.
+#[tokio::test]
+async fn grpc_calls_over_the_limit_wait_in_a_bounded_queue_before_resource_exhausted() {
+    let stack = TestStack::start().await;
+    let flags = ["--max-concurrent-calls", "1", "--max-queued-calls", "1", "--call-queue-wait-ms", "2000", "--publish-timeout-ms", "2000"];
+    stack.start_producer(&flags).await;
+    stack.start_consumer("consumer", &[]).await;
+    let client = stack.grpc_client().await;
+    let metrics = stack.config.grpc_metrics_port;
+    let votes = valid_votes(4);
+
+    // An open stream holds the only slot once its first vote is counted.
+    let (sender, stream) = open_stream();
+    sender.send(votes[0].clone()).await.unwrap();
+    let held = tokio::spawn({
+        let mut client = client.clone();
+        async move { client.cast_stream(stream).await }
+    });
+    eventually(Duration::from_secs(30), || async { stack.total().await >= 1 }).await.expect("the held stream's vote is counted");
+
+    // The next call waits in the queue; one more finds the queue full and is refused at once.
+    let queued = tokio::spawn({
+        let mut client = client.clone();
+        let vote = votes[1].clone();
+        async move {
+            let started = Instant::now();
+            (client.cast(vote).await, started.elapsed())
+        }
+    });
+    eventually(Duration::from_secs(10), || async { e2e::metric(metrics, "grpc_calls_queued").await >= 1.0 }).await.expect("a call waits in the queue");
+    let started = Instant::now();
+    let status = client.clone().cast(votes[2].clone()).await.expect_err("the queue of 1 is full");
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("1 more wait"), "{}", status.message());
+    assert!(started.elapsed() < Duration::from_secs(1), "refused at once, took {:?}", started.elapsed());
+
+    // The held stream ends: the queued call gets its slot and is served.
+    drop(sender);
+    held.await.unwrap().expect("the held stream ends well");
+    let (served, waited) = queued.await.unwrap();
+    served.expect("the queued call is served once the slot is free");
+    assert!(waited < Duration::from_secs(2), "served within the queue wait, took {waited:?}");
+
+    // A slot that never frees up: the queued call is refused after the queue wait.
+    let (sender, stream) = open_stream();
+    sender.send(votes[3].clone()).await.unwrap();
+    let held = tokio::spawn({
+        let mut client = client.clone();
+        async move { client.cast_stream(stream).await }
+    });
+    eventually(Duration::from_secs(30), || async { stack.total().await >= 3 }).await.expect("the second held stream's vote is counted");
+    let started = Instant::now();
+    let status = client.clone().cast(votes[2].clone()).await.expect_err("no slot frees up");
+    let took = started.elapsed();
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    assert!(took >= Duration::from_millis(1900) && took < Duration::from_secs(5), "refused after the 2 s queue wait, took {took:?}");
+    drop(sender);
+    held.await.unwrap().expect("the second held stream ends well");
+    assert!(e2e::metric(metrics, "grpc_call_queue_wait_seconds_count").await >= 3.0, "every queued call's wait is recorded");
+
+    // Held, queued-then-served, held again: 3 votes; the refused ones stored nothing.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(stack.total().await, 3);
 }
 
 /// `list_services_v1alpha` and `list_services_v1`: the services a reflection client of that

@@ -6,12 +6,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::stream::{FuturesUnordered, StreamExt};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OwnedSemaphorePermit;
 use tonic::{Request, Response, Status, Streaming};
 use tonic_types::{ErrorDetails, StatusExt};
 use vote_core::proto::{CastSummary, Receipt, Rejection, Vote};
 use vote_core::{encode_event, maybe_stored_advice, new_event, now_ms, validate, IdempotencyKey, KeyedVote, Occurrences, Path, VoteError, VoteInput, IDEMPOTENCY_KEY_HEADER, TOPIC};
 use vote_kafka::{PublishError, Publisher};
+use vote_service::admission::Admission;
 use vote_service::vote_metrics::Outcome;
 
 use crate::deadline::call_deadline;
@@ -25,8 +26,12 @@ pub const MAX_LISTED_REJECTIONS: usize = 100;
 /// The producer's limits (flags of the binary).
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// Calls (`Cast` or `CastStream`) served at once; one more answers `RESOURCE_EXHAUSTED`.
+    /// Calls (`Cast` or `CastStream`) served at once; one more waits in the call queue.
     pub max_concurrent_calls: usize,
+    /// Calls that may wait for a slot; one more answers `RESOURCE_EXHAUSTED` at once.
+    pub max_queued_calls: usize,
+    /// How long a call waits for a slot before it answers `RESOURCE_EXHAUSTED`.
+    pub call_queue_wait: Duration,
     /// The longest a `Cast` runs (a client's shorter `grpc-timeout` wins).
     pub call_timeout: Duration,
     /// The most votes one `CastStream` takes.
@@ -39,6 +44,8 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_concurrent_calls: 1024,
+            max_queued_calls: 1024,
+            call_queue_wait: Duration::from_secs(2),
             call_timeout: Duration::from_secs(10),
             stream_max_votes: 10_000,
             stream_timeout: Duration::from_secs(60),
@@ -53,23 +60,34 @@ pub struct VoteApi {
     producer: String,
     metrics: Metrics,
     limits: Limits,
-    calls: Arc<Semaphore>,
+    calls: Arc<Admission>,
 }
 
 impl VoteApi {
     pub fn new(publisher: Publisher, metrics: Metrics, limits: Limits) -> Self {
         let producer = format!("{}@{}", env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"));
-        let calls = Arc::new(Semaphore::new(limits.max_concurrent_calls));
+        let calls = Arc::new(Admission::new(limits.max_concurrent_calls, limits.max_queued_calls, limits.call_queue_wait));
         Self { publisher, producer, metrics, limits, calls }
     }
 
-    /// A slot for one call, or `RESOURCE_EXHAUSTED` at once when every slot is taken.
-    fn admit(&self) -> Result<OwnedSemaphorePermit, Status> {
-        self.calls.clone().try_acquire_owned().map_err(|_| {
+    /// A slot for one call: at once if one is free, else after waiting in the call queue (in
+    /// arrival order, at most `Limits::call_queue_wait`); `RESOURCE_EXHAUSTED` when the queue is
+    /// full or the wait ran out.
+    async fn admit(&self) -> Result<OwnedSemaphorePermit, Status> {
+        if let Some(slot) = self.calls.try_enter() {
+            return Ok(slot);
+        }
+        self.metrics.calls_queued.inc();
+        let (slot, waited) = self.calls.enter().await;
+        self.metrics.calls_queued.dec();
+        self.metrics.call_queue_wait_seconds.observe(waited.as_secs_f64());
+        slot.ok_or_else(|| {
             self.metrics.votes.received(Outcome::Overloaded);
             Status::resource_exhausted(format!(
-                "the producer is serving its limit of {} calls; nothing was stored, retry shortly",
-                self.limits.max_concurrent_calls
+                "the producer is serving its limit of {} calls and {} more wait (at most {:?} each); nothing was stored, retry shortly",
+                self.limits.max_concurrent_calls,
+                self.limits.max_queued_calls,
+                self.limits.call_queue_wait
             ))
         })
     }
@@ -203,7 +221,7 @@ enum Cut {
 #[tonic::async_trait]
 impl vote_grpc::VoteService for VoteApi {
     async fn cast(&self, request: Request<Vote>) -> Result<Response<Receipt>, Status> {
-        let _slot = self.admit()?;
+        let _slot = self.admit().await?;
         let deadline = call_deadline(request.metadata(), self.limits.call_timeout);
         let key = idempotency_key(&request).map_err(|error| self.refuse_key(error))?;
         let keyed = key.as_ref().map(|k| k.item(None));
@@ -226,7 +244,7 @@ impl vote_grpc::VoteService for VoteApi {
     /// and ends with `INVALID_ARGUMENT` (field `stream`) or `DEADLINE_EXCEEDED` saying how many
     /// were accepted. With an idempotency key, each vote gets the id the key gives that vote (the n-th equal one).
     async fn cast_stream(&self, request: Request<Streaming<Vote>>) -> Result<Response<CastSummary>, Status> {
-        let _slot = self.admit()?;
+        let _slot = self.admit().await?;
         let deadline = call_deadline(request.metadata(), self.limits.stream_timeout);
         // Reading stops early enough that the votes still in flight finish within the deadline
         // (one publish bound before it; halfway through a deadline too short for that).

@@ -29,9 +29,16 @@ struct Args {
     /// (librdkafka's queue.buffering.max.messages, default 100000).
     #[arg(long, env = "VOTES_PUBLISH_QUEUE_MAX_MESSAGES")]
     publish_queue_max_messages: Option<u32>,
-    /// Calls (Cast or CastStream) served at once; one more gets RESOURCE_EXHAUSTED at once.
+    /// Calls (Cast or CastStream) served at once; one more waits in the call queue.
     #[arg(long, env = "VOTES_GRPC_MAX_CONCURRENT_CALLS", default_value_t = Limits::default().max_concurrent_calls)]
     max_concurrent_calls: usize,
+    /// Calls that may wait for a slot; one more gets RESOURCE_EXHAUSTED at once (0: no queue).
+    #[arg(long, env = "VOTES_GRPC_MAX_QUEUED_CALLS", default_value_t = Limits::default().max_queued_calls)]
+    max_queued_calls: usize,
+    /// How long a call waits for a slot, in ms, before RESOURCE_EXHAUSTED (at most half the call
+    /// timeout is used).
+    #[arg(long, env = "VOTES_GRPC_CALL_QUEUE_WAIT_MS", default_value_t = Limits::default().call_queue_wait.as_millis() as u64)]
+    call_queue_wait_ms: u64,
     /// The longest a Cast runs, in ms (a client's shorter grpc-timeout wins).
     #[arg(long, env = "VOTES_GRPC_CALL_TIMEOUT_MS", default_value_t = Limits::default().call_timeout.as_millis() as u64)]
     call_timeout_ms: u64,
@@ -71,6 +78,8 @@ async fn main() -> anyhow::Result<()> {
     publisher.queue_max_messages = args.publish_queue_max_messages;
     let limits = Limits {
         max_concurrent_calls: args.max_concurrent_calls,
+        max_queued_calls: args.max_queued_calls,
+        call_queue_wait: Duration::from_millis(args.call_queue_wait_ms.min(args.call_timeout_ms / 2)),
         call_timeout: Duration::from_millis(args.call_timeout_ms),
         stream_max_votes: args.stream_max_votes,
         stream_timeout: Duration::from_millis(args.stream_timeout_ms),

@@ -1,8 +1,9 @@
 //! What every service binary shares: the allocator, logging set-up, the guarded listener every
 //! socket of the project is served through ([`listen`]), the Prometheus `/metrics` and `/healthz`
-//! endpoint, a shutdown signal that fires on SIGTERM or Ctrl-C, the `--check-config` support in
+//! endpoint, the admission queue in front of a bound on requests ([`admission`]), a shutdown signal that fires on SIGTERM or Ctrl-C, the `--check-config` support in
 //! [`config_check`], and the vote metrics both producers export ([`vote_metrics`]).
 
+pub mod admission;
 pub mod listen;
 pub mod vote_metrics;
 
