@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use e2e::{component, eventually, valid_votes, vote_json, TestStack};
 use futures::stream::{self, StreamExt};
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
 use vote_core::proto::Vote;
+use vote_grpc::VoteServiceClient;
 
 fn keyed<T>(message: T, key: &str) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
@@ -22,6 +24,17 @@ fn keyed<T>(message: T, key: &str) -> tonic::Request<T> {
 fn open_stream() -> (tokio::sync::mpsc::Sender<Vote>, ReceiverStream<Vote>) {
     let (sender, receiver) = tokio::sync::mpsc::channel(16);
     (sender, ReceiverStream::new(receiver))
+}
+
+type HeldStream = tokio::task::JoinHandle<Result<tonic::Response<vote_core::proto::CastSummary>, tonic::Status>>;
+
+/// Opens a `CastStream` that sends `vote` and stays open (holding its call slot) until the
+/// returned sender is dropped; the handle gives the call's answer.
+async fn hold_stream(client: &VoteServiceClient<Channel>, vote: Vote) -> (tokio::sync::mpsc::Sender<Vote>, HeldStream) {
+    let (sender, stream) = open_stream();
+    sender.send(vote).await.unwrap();
+    let mut client = client.clone();
+    (sender, tokio::spawn(async move { client.cast_stream(stream).await }))
 }
 
 #[tokio::test]
@@ -101,12 +114,7 @@ async fn grpc_calls_over_the_limit_wait_in_a_bounded_queue_before_resource_exhau
     let votes = valid_votes(4);
 
     // An open stream holds the only slot once its first vote is counted.
-    let (sender, stream) = open_stream();
-    sender.send(votes[0].clone()).await.unwrap();
-    let held = tokio::spawn({
-        let mut client = client.clone();
-        async move { client.cast_stream(stream).await }
-    });
+    let (sender, held) = hold_stream(&client, votes[0].clone()).await;
     eventually(Duration::from_secs(30), || async { stack.total().await >= 1 }).await.expect("the held stream's vote is counted");
 
     // The next call waits in the queue; one more finds the queue full and is refused at once.
@@ -133,12 +141,7 @@ async fn grpc_calls_over_the_limit_wait_in_a_bounded_queue_before_resource_exhau
     assert!(waited < Duration::from_secs(2), "served within the queue wait, took {waited:?}");
 
     // A slot that never frees up: the queued call is refused after the queue wait.
-    let (sender, stream) = open_stream();
-    sender.send(votes[3].clone()).await.unwrap();
-    let held = tokio::spawn({
-        let mut client = client.clone();
-        async move { client.cast_stream(stream).await }
-    });
+    let (sender, held) = hold_stream(&client, votes[3].clone()).await;
     eventually(Duration::from_secs(30), || async { stack.total().await >= 3 }).await.expect("the second held stream's vote is counted");
     let started = Instant::now();
     let status = client.clone().cast(votes[2].clone()).await.expect_err("no slot frees up");

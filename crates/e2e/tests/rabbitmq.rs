@@ -30,6 +30,17 @@ fn rabbit_manifest(dir: &Path) -> PathBuf {
     path
 }
 
+/// A stack with its own RabbitMQ node, a consumer and the host serving `manifest_path` (the
+/// weather workload on RabbitMQ); returns it with the URL of `POST /tweets`.
+async fn start_weather_on_rabbitmq(manifest_path: &Path) -> (TestStack, String) {
+    let configured = manifest_path.to_path_buf();
+    let stack = TestStack::start_with(&[Part::Kafka, Part::Redis, Part::Mongo, Part::Rabbitmq], move |config| config.manifest = Some(configured)).await;
+    stack.start_consumer("consumer", &[]).await;
+    stack.start_app_host(manifest_path, &[]).await;
+    let url = format!("{}/tweets", stack.config.host_url());
+    (stack, url)
+}
+
 fn reports() -> Vec<serde_json::Value> {
     let path = vote_stack::config::repo_root().join("data").join("weather.json");
     let sample: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
@@ -98,15 +109,9 @@ async fn post_range(http: &reqwest::Client, url: &str, reports: &[serde_json::Va
 async fn weather_on_rabbitmq_counts_every_confirmed_report_once_across_node_and_consumer_kills() {
     let dir = tempfile::tempdir().unwrap();
     let manifest_path = rabbit_manifest(dir.path());
-    let manifest = Manifest::load(&manifest_path).unwrap();
-    let weather = manifest.workloads["weather"].clone();
-    let parts = [Part::Kafka, Part::Redis, Part::Mongo, Part::Rabbitmq];
-    let configured = manifest_path.clone();
-    let stack = TestStack::start_with(&parts, move |config| config.manifest = Some(configured)).await;
-    stack.start_consumer("consumer", &[]).await;
-    stack.start_app_host(&manifest_path, &[]).await;
+    let weather = Manifest::load(&manifest_path).unwrap().workloads["weather"].clone();
+    let (stack, url) = start_weather_on_rabbitmq(&manifest_path).await;
     let http = reqwest::Client::new();
-    let url = format!("{}/tweets", stack.config.host_url());
     let reports = reports();
 
     // A third before the node dies, a third while it is down, the rest after it is back.
@@ -196,12 +201,8 @@ async fn a_resource_alarm_is_answered_as_overload_and_nothing_is_counted_twice()
     let dir = tempfile::tempdir().unwrap();
     let manifest_path = rabbit_manifest(dir.path());
     let weather = Manifest::load(&manifest_path).unwrap().workloads["weather"].clone();
-    let configured = manifest_path.clone();
-    let stack = TestStack::start_with(&[Part::Kafka, Part::Redis, Part::Mongo, Part::Rabbitmq], move |config| config.manifest = Some(configured)).await;
-    stack.start_consumer("consumer", &[]).await;
-    stack.start_app_host(&manifest_path, &[]).await;
+    let (stack, url) = start_weather_on_rabbitmq(&manifest_path).await;
     let http = reqwest::Client::new();
-    let url = format!("{}/tweets", stack.config.host_url());
     let reports = reports();
     let mut posted = Posted::default();
     post_range(&http, &url, &reports, 0..20, &mut posted).await;
