@@ -32,6 +32,12 @@ pub struct Defaults {
     pub max_in_flight: usize,
     pub max_queued: usize,
     pub queue_wait: Duration,
+    /// How many requests one instance serves when the manifest does not say (`--instance-reuse`,
+    /// 1: a fresh instance per request).
+    pub instance_reuse: u32,
+    /// The instance pool's size: the components' shares plus the idle instances of those that
+    /// reuse instances must fit below it.
+    pub max_instances: usize,
     /// The broker's publish timeout: every component's request timeout must leave room for it.
     pub publish_timeout: Duration,
 }
@@ -203,6 +209,7 @@ impl Application {
         for hosted in self.current().components.values() {
             self.metrics.component_in_flight.with_label_values(&[hosted.id.as_str()]).set(hosted.admission.running() as i64);
             self.metrics.component_queued.with_label_values(&[hosted.id.as_str()]).set(hosted.admission.queued() as i64);
+            self.metrics.instances_idle.with_label_values(&[hosted.id.as_str()]).set(hosted.registry.current().idle.len() as i64);
         }
     }
 }
@@ -279,6 +286,7 @@ async fn build(source: &Source, runtime: &Arc<Runtime>, metrics: &Metrics, defau
         return Err(AppError::Empty);
     }
     let shares = shares(&entries, defaults.max_in_flight)?;
+    check_idle_room(&entries, defaults)?;
     let loads = entries.iter().zip(&shares).map(|(entry, share)| host_one(entry, *share, runtime, metrics, defaults, old));
     let hosted = futures::future::try_join_all(loads).await?;
     let components: BTreeMap<String, Arc<Hosted>> = hosted.into_iter().map(|h| (h.id.clone(), h)).collect();
@@ -296,6 +304,27 @@ async fn build(source: &Source, runtime: &Arc<Runtime>, metrics: &Metrics, defau
         .map(|(_, id)| id.clone())
         .unwrap_or_else(|| components.keys().next().expect("at least one component").clone());
     Ok(App { routes: routes_table, components, primary })
+}
+
+/// Idle instances of components that reuse instances hold slots of the instance pool: with the
+/// requests in flight (and one for a deploy's check) they must fit in it, or a request could find
+/// no free slot.
+fn check_idle_room(entries: &[Entry], defaults: &Defaults) -> Result<(), AppError> {
+    let reusing: Vec<&Entry> = entries.iter().filter(|e| e.settings.instance_reuse.unwrap_or(defaults.instance_reuse) > 1).collect();
+    let needed = defaults.max_in_flight + reusing.len() * crate::reuse::MAX_IDLE + 1;
+    if reusing.is_empty() || needed <= defaults.max_instances {
+        return Ok(());
+    }
+    Err(AppError::Component {
+        id: reusing[0].id.clone(),
+        reason: format!(
+            "instance_reuse: {} components reusing instances keep up to {} idle instances each; with --max-in-flight {} that needs {needed} instances, more than --max-instances {}",
+            reusing.len(),
+            crate::reuse::MAX_IDLE,
+            defaults.max_in_flight,
+            defaults.max_instances
+        ),
+    })
 }
 
 /// One component ready to serve: the old one when nothing changed, else a new policy and bound
@@ -322,7 +351,15 @@ async fn host_one(entry: &Entry, share: usize, runtime: &Arc<Runtime>, metrics: 
             Arc::new(Registry::new(&entry.id, Arc::new(loaded), metrics.clone()))
         }
     };
-    let policy = Policy { component: Arc::from(entry.id.as_str()), topics: Arc::new(settings.topics.clone()), memory_bytes, request_timeout };
+    let instance_reuse = settings.instance_reuse.unwrap_or(defaults.instance_reuse);
+    let policy = Policy { component: Arc::from(entry.id.as_str()), topics: Arc::new(settings.topics.clone()), memory_bytes, request_timeout, instance_reuse };
+    // Idle instances are kept only while the policy asks for reuse.
+    let serving = registry.current();
+    if instance_reuse > 1 {
+        serving.idle.serve();
+    } else {
+        serving.idle.retire();
+    }
     let admission = Admission::new(share, settings.max_queued.unwrap_or(defaults.max_queued), defaults.queue_wait.min(request_timeout / 2));
     Ok(Arc::new(Hosted { id: entry.id.clone(), policy, registry, admission, settings: settings.clone(), share }))
 }
@@ -342,6 +379,28 @@ mod tests {
         let error = shares(&entries, 96).unwrap_err().to_string();
         assert!(error.contains("add up to 96"), "{error}");
         assert!(shares(&[entry("a", Some(200))], 192).is_err());
+    }
+
+    #[test]
+    fn idle_instances_of_reusing_components_must_fit_in_the_pool() {
+        let defaults = Defaults {
+            topics: Vec::new(),
+            memory_bytes: 1 << 20,
+            request_timeout: Duration::from_secs(1),
+            max_in_flight: 192,
+            max_queued: 0,
+            queue_wait: Duration::ZERO,
+            instance_reuse: 1,
+            max_instances: 256,
+            publish_timeout: Duration::from_millis(100),
+        };
+        let reusing = |id: &str| Entry { id: id.into(), source: PathBuf::new(), settings: ComponentSettings { instance_reuse: Some(128), ..ComponentSettings::default() } };
+        assert!(check_idle_room(&[entry("a", None), reusing("b")], &defaults).is_ok(), "192 + 16 + 1 fit in 256");
+        let four = [reusing("a"), reusing("b"), reusing("c"), reusing("d")];
+        let error = check_idle_room(&four, &defaults).unwrap_err().to_string();
+        assert!(error.contains("instance_reuse") && error.contains("--max-instances 256"), "{error}");
+        let everyone = Defaults { instance_reuse: 8, ..defaults };
+        assert!(check_idle_room(&[entry("a", None), entry("b", None), entry("c", None), entry("d", None)], &everyone).is_err(), "--instance-reuse counts for components that do not say");
     }
 
     #[test]

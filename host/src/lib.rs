@@ -33,6 +33,7 @@ pub mod metrics;
 pub mod native;
 pub mod publisher;
 pub mod registry;
+pub mod reuse;
 pub mod runtime;
 pub mod serve;
 pub mod shed;

@@ -74,6 +74,11 @@ struct Args {
     /// How many instances may exist at once (the pooling allocator's size).
     #[arg(long, env = "VOTES_HOST_MAX_INSTANCES", default_value_t = 256)]
     max_instances: u32,
+    /// How much of each instance slot's linear memory is reset in place when its instance ends,
+    /// in KiB; the rest is returned to the OS. More is faster per request and keeps more of every
+    /// slot ever used resident.
+    #[arg(long, env = "VOTES_HOST_POOL_KEEP_RESIDENT_KIB", default_value_t = host::runtime::KEEP_RESIDENT_BYTES / 1024)]
+    pool_keep_resident_kib: usize,
     /// How many requests may run in components at once; more get a fast 503 with Retry-After.
     /// Must stay below --max-instances (a deploy's check needs an instance too). Components
     /// with a `max_in_flight` share take it; the others split what is left.
@@ -87,6 +92,12 @@ struct Args {
     /// --request-timeout-ms).
     #[arg(long, env = "VOTES_HOST_QUEUE_WAIT_MS", default_value_t = shed::DEFAULT_QUEUE_WAIT.as_millis() as u64)]
     queue_wait_ms: u64,
+    /// How many requests one instance of a component may serve, one after another, when its
+    /// manifest entry sets no `instance_reuse`. 1 (the default): a fresh instance per request.
+    /// Reuse is faster and weakens isolation (a request can see what an earlier one left in the
+    /// instance's memory); an instance whose request trapped or timed out is never reused.
+    #[arg(long, env = "VOTES_INSTANCE_REUSE", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=vote_platform::manifest::MAX_INSTANCE_REUSE as i64))]
+    instance_reuse: u32,
     /// How many HTTP connections may be open at once; when full, the connection idle the longest
     /// (or that never sent a request) is closed to make room, and with none idle a new one gets
     /// 503 and is closed.
@@ -255,6 +266,7 @@ async fn main() -> anyhow::Result<()> {
         memory_bytes: args.memory_mib * 1024 * 1024,
         request_timeout: Duration::from_millis(args.request_timeout_ms),
         max_instances: args.max_instances,
+        keep_resident_bytes: args.pool_keep_resident_kib * 1024,
     };
     let metrics = if args.native { Metrics::for_path(vote_core::Path::Native.as_str()) } else { Metrics::new() };
     let runtime = Arc::new(Runtime::new(limits.clone(), brokers)?.count_votes(metrics.votes.clone(), metrics.publish_refused.clone()));
@@ -270,6 +282,8 @@ async fn main() -> anyhow::Result<()> {
         max_in_flight: serve_limits.max_in_flight,
         max_queued: serve_limits.max_queued,
         queue_wait: serve_limits.queue_wait,
+        instance_reuse: args.instance_reuse,
+        max_instances: args.max_instances as usize,
         publish_timeout: settings.timeout,
     };
     let app = Arc::new(Application::load(source.clone(), runtime.clone(), metrics.clone(), defaults).await.with_context(|| format!("loading the application from {source:?}"))?);

@@ -20,6 +20,10 @@ pub struct Metrics {
     pub request_seconds: HistogramVec,
     /// Time to instantiate the component in a fresh store, by version.
     pub instantiate_seconds: HistogramVec,
+    /// Instances that served a request, by component and `fresh` or `reused`.
+    pub instances: IntCounterVec,
+    /// Idle instances waiting to serve their component's next request (set when /metrics is read).
+    pub instances_idle: IntGaugeVec,
     /// Time the component ran, until its handler returned, by version.
     pub execute_seconds: HistogramVec,
     /// Component failures (trap, deadline, memory cap), by version.
@@ -77,6 +81,8 @@ impl Metrics {
         let instantiate_seconds = histogram("host_instantiate_seconds", "Component instantiation time per request");
         let execute_seconds = histogram("host_execute_seconds", "Component execution time per request");
         let requests = IntCounterVec::new(Opts::new("host_requests_total", "Requests by status class and version"), &["status", "component", "version"]).expect("valid metric");
+        let instances = IntCounterVec::new(Opts::new("host_instances_total", "Requests served by a fresh instance or by a reused one (instance_reuse)"), &["component", "how"]).expect("valid metric");
+        let instances_idle = IntGaugeVec::new(Opts::new("host_instances_idle", "Instances waiting to serve their component's next request (instance_reuse; set when /metrics is read)"), &["component"]).expect("valid metric");
         let component_failures = IntCounterVec::new(Opts::new("host_component_failures_total", "Requests whose component trapped, ran out of time or memory"), &["component", "version"]).expect("valid metric");
         let serving = IntGaugeVec::new(Opts::new("host_component_serving", "1 for the serving component version"), &["component", "version"]).expect("valid metric");
         let publish_refused = IntCounterVec::new(Opts::new("host_publish_refused_total", "Publishes refused because the component was not granted the topic"), &["component"]).expect("valid metric");
@@ -95,13 +101,14 @@ impl Metrics {
             shed.with_label_values(&[reason]);
         }
         timeouts.with_label_values(&["body"]);
-        for metric in [&requests, &component_failures, &swaps, &shed, &timeouts, &publish_refused, &component_shed] {
+        for metric in [&requests, &instances, &component_failures, &swaps, &shed, &timeouts, &publish_refused, &component_shed] {
             registry.register(Box::new(metric.clone())).expect("metric registered once");
         }
         let in_flight = IntGauge::new("host_requests_in_flight", "Requests running in components").expect("valid metric");
         registry.register(Box::new(serving.clone())).expect("metric registered once");
         registry.register(Box::new(component_in_flight.clone())).expect("metric registered once");
         registry.register(Box::new(component_queued.clone())).expect("metric registered once");
+        registry.register(Box::new(instances_idle.clone())).expect("metric registered once");
         registry.register(Box::new(in_flight.clone())).expect("metric registered once");
         registry.register(Box::new(serving_since.clone())).expect("metric registered once");
         let votes = VoteMetrics::register(&registry, path);
@@ -116,6 +123,8 @@ impl Metrics {
             requests,
             request_seconds,
             instantiate_seconds,
+            instances,
+            instances_idle,
             execute_seconds,
             component_failures,
             serving,

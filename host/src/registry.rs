@@ -13,6 +13,7 @@ use wasmtime::component::Component;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use crate::metrics::Metrics;
+use crate::reuse::IdleInstances;
 use crate::runtime::{HostState, Policy, Runtime};
 use crate::serve::call_component;
 
@@ -25,6 +26,8 @@ pub struct Loaded {
     pub size: usize,
     pub loaded_at: SystemTime,
     pub pre: ProxyPre<HostState>,
+    /// Its idle instances, when its component reuses instances.
+    pub idle: Arc<IdleInstances>,
 }
 
 /// What `list` shows of a loaded component.
@@ -100,7 +103,7 @@ impl Registry {
         .await
         .map_err(|e| DeployError::Check(e.to_string()))??;
         let version = identify(runtime, &pre).await?.unwrap_or_else(|| digest[..19].to_owned());
-        Ok(Loaded { version, digest, size, loaded_at: SystemTime::now(), pre })
+        Ok(Loaded { version, digest, size, loaded_at: SystemTime::now(), pre, idle: Arc::default() })
     }
 
     /// Makes `loaded` the serving component; the old one becomes the rollback target.
@@ -109,6 +112,7 @@ impl Registry {
         // Held across the swap so a rollback at the same moment sees both changes or neither.
         let mut previous = self.previous.lock().expect("registry lock");
         let old = self.current.swap(new.clone());
+        old.idle.retire();
         self.metrics.serve(&self.component, Some(&old.version), &new.version);
         tracing::info!(component = %self.component, from = %old.version, to = %new.version, "component deployed");
         *previous = Some(old);
@@ -119,7 +123,9 @@ impl Registry {
     pub fn rollback(&self) -> Result<ComponentInfo, DeployError> {
         let mut previous = self.previous.lock().expect("registry lock");
         let back = previous.take().ok_or(DeployError::NoPrevious)?;
+        back.idle.serve();
         let replaced = self.current.swap(back.clone());
+        replaced.idle.retire();
         self.metrics.serve(&self.component, Some(&replaced.version), &back.version);
         tracing::info!(component = %self.component, from = %replaced.version, to = %back.version, "component rolled back");
         *previous = Some(replaced);
@@ -129,8 +135,10 @@ impl Registry {
     /// Makes `serving` the serving component and `previous` the rollback target, as a fleet
     /// follower decided from the fleet topic.
     pub fn set(&self, serving: Arc<Loaded>, previous: Option<Arc<Loaded>>) {
+        serving.idle.serve();
         let replaced = self.current.swap(serving.clone());
         if !Arc::ptr_eq(&replaced, &serving) {
+            replaced.idle.retire();
             self.metrics.serve(&self.component, Some(&replaced.version), &serving.version);
             tracing::info!(component = %self.component, from = %replaced.version, to = %serving.version, "component swapped by the fleet");
         }
@@ -168,7 +176,7 @@ async fn identify(runtime: &Runtime, pre: &ProxyPre<HostState>) -> Result<Option
     let request = hyper::Request::get("http://localhost/.well-known/component")
         .body(Full::new(Bytes::new()).map_err(|never: std::convert::Infallible| -> wasmtime_wasi_http::Error { match never {} }))
         .expect("a valid request");
-    let response = call_component(runtime, &Policy::check(&runtime.limits), pre, request, None, ()).await.map_err(|e| DeployError::Check(e.to_string()))?;
+    let response = call_component(runtime, &Policy::check(&runtime.limits), pre, None, request, None, ()).await.map_err(|e| DeployError::Check(e.to_string()))?;
     if !response.status().is_success() {
         return Ok(None);
     }

@@ -14,7 +14,9 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 /// How often the epoch advances: a running guest yields this often and checks its deadline.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
-/// How much of each linear memory may be reset in place rather than decommitted.
+/// How much of each linear memory may be reset in place rather than decommitted, by default
+/// (`--pool-keep-resident-kib`): resetting in place is faster, and keeps that much of every
+/// instance slot ever used resident.
 pub const KEEP_RESIDENT_BYTES: usize = 1024 * 1024;
 
 /// How much of each table is reset in place rather than decommitted: one page (512 function
@@ -33,6 +35,8 @@ pub struct Limits {
     pub request_timeout: Duration,
     /// How many instances may exist at once (the pool's size).
     pub max_instances: u32,
+    /// How much of each linear memory is reset in place rather than decommitted.
+    pub keep_resident_bytes: usize,
 }
 
 /// What one component's requests run under: the topics it may publish to, its memory cap and
@@ -45,12 +49,15 @@ pub struct Policy {
     pub topics: Arc<Vec<String>>,
     pub memory_bytes: usize,
     pub request_timeout: Duration,
+    /// How many requests one instance may serve, one after another ([`crate::reuse`]); `1` (the
+    /// default): a fresh instance per request.
+    pub instance_reuse: u32,
 }
 
 impl Policy {
     /// The policy a component is checked under while it loads: no topic, the engine's limits.
     pub fn check(limits: &Limits) -> Self {
-        Self { component: Arc::from("check"), topics: Arc::new(Vec::new()), memory_bytes: limits.memory_bytes, request_timeout: limits.request_timeout }
+        Self { component: Arc::from("check"), topics: Arc::new(Vec::new()), memory_bytes: limits.memory_bytes, request_timeout: limits.request_timeout, instance_reuse: 1 }
     }
 }
 
@@ -67,6 +74,8 @@ pub struct HostState {
     pub(crate) votes: Option<VoteMetrics>,
     pub(crate) refusals: Option<prometheus::IntCounterVec>,
     pub(crate) received: Instant,
+    /// When the running request must be stopped.
+    deadline: Instant,
 }
 
 impl WasiView for HostState {
@@ -107,7 +116,7 @@ impl Runtime {
             // Where the kernel can say which pages an instance dirtied (PAGEMAP_SCAN, Linux 6.7+),
             // reset just those in place instead of unmapping and re-faulting them.
             .pagemap_scan(Enabled::Auto)
-            .linear_memory_keep_resident(KEEP_RESIDENT_BYTES)
+            .linear_memory_keep_resident(limits.keep_resident_bytes)
             .table_keep_resident(TABLE_KEEP_RESIDENT_BYTES);
         let mut config = Config::new();
         config
@@ -154,33 +163,53 @@ impl Runtime {
     pub fn new_store(&self, policy: &Policy) -> Store<HostState> {
         let mut wasi = WasiCtxBuilder::new();
         wasi.allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
+        let now = Instant::now();
         let state = HostState {
             table: ResourceTable::new(),
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
-            limits: StoreLimitsBuilder::new().memory_size(policy.memory_bytes.min(self.limits.memory_bytes)).trap_on_grow_failure(false).build(),
+            limits: self.store_limits(policy),
             publisher: self.publisher.clone(),
             allowed_topics: policy.topics.clone(),
             component: policy.component.clone(),
             votes: self.votes.clone(),
             refusals: self.refusals.clone(),
-            received: Instant::now(),
+            received: now,
+            deadline: now + policy.request_timeout,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);
         // Every tick a running guest yields to the async runtime (so a guest that computes for
         // long never takes a worker thread from the others), and past the request timeout it is
         // stopped.
-        let deadline = Instant::now() + policy.request_timeout;
         store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |_| {
-            if Instant::now() >= deadline {
+        store.epoch_deadline_callback(|store| {
+            if Instant::now() >= store.data().deadline {
                 Err(wasmtime::Trap::Interrupt.into())
             } else {
                 Ok(UpdateDeadline::Yield(1))
             }
         });
         store
+    }
+
+    /// Readies the store of a reused instance for its next request: the policy the component
+    /// serves under now (a reload may have changed its topics or memory cap), a new arrival time
+    /// and a new deadline.
+    pub fn renew_store(&self, store: &mut Store<HostState>, policy: &Policy) {
+        let now = Instant::now();
+        let limits = self.store_limits(policy);
+        let state = store.data_mut();
+        state.limits = limits;
+        state.allowed_topics = policy.topics.clone();
+        state.component = policy.component.clone();
+        state.received = now;
+        state.deadline = now + policy.request_timeout;
+        store.set_epoch_deadline(1);
+    }
+
+    fn store_limits(&self, policy: &Policy) -> StoreLimits {
+        StoreLimitsBuilder::new().memory_size(policy.memory_bytes.min(self.limits.memory_bytes)).trap_on_grow_failure(false).build()
     }
 }
 

@@ -22,6 +22,7 @@ use wasmtime_wasi_http::WasiHttpView;
 
 use crate::app::{Application, Hosted};
 use crate::metrics::Metrics;
+use crate::reuse::{IdleInstances, Warm};
 use crate::runtime::{HostState, Policy, Runtime};
 use crate::shed::{Gate, Shed};
 
@@ -52,14 +53,17 @@ enum Ended {
     TimedOut,
 }
 
-/// Runs `request` through a fresh instance of `pre`. Returns the response head as soon as the
-/// component sets it; the body streams while the component keeps running. The instance (and
-/// `hold`, for example a place among the requests in flight) is released when the component
-/// ends, or at the latest [`WAIT_GRACE`] after the request timeout.
+/// Runs `request` through a fresh instance of `pre`, or through an idle instance of `idle` when
+/// the component's policy reuses instances. Returns the response head as soon as the component
+/// sets it; the body streams while the component keeps running. The instance (and `hold`, for
+/// example a place among the requests in flight) is released when the component ends, or at the
+/// latest [`WAIT_GRACE`] after the request timeout; a reused instance goes back to `idle` only
+/// when its request returned without a trap.
 pub async fn call_component<B>(
     runtime: &Runtime,
     policy: &Policy,
     pre: &ProxyPre<HostState>,
+    idle: Option<&Arc<IdleInstances>>,
     request: Request<B>,
     timings: Option<(&Metrics, &str)>,
     hold: impl Send + 'static,
@@ -70,27 +74,49 @@ where
 {
     let started = Instant::now();
     let bound = policy.request_timeout + WAIT_GRACE;
-    let mut store = runtime.new_store(policy);
+    let idle = idle.filter(|_| policy.instance_reuse > 1).cloned();
+    let warm = idle.as_ref().and_then(|idle| idle.take());
+    let reused = warm.is_some();
+    let (mut store, proxy, served) = match warm {
+        Some(mut warm) => {
+            runtime.renew_store(&mut warm.store, policy);
+            (warm.store, warm.proxy, warm.served)
+        }
+        None => {
+            let mut store = runtime.new_store(policy);
+            let proxy = pre.instantiate_async(&mut store).await.map_err(|error| {
+                if error.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() {
+                    ComponentError::NoInstance
+                } else {
+                    ComponentError::Instantiate(error)
+                }
+            })?;
+            (store, proxy, 0)
+        }
+    };
     let (sender, receiver) = tokio::sync::oneshot::channel();
     let incoming = store.data_mut().http().new_incoming_request(Scheme::Http, request).map_err(ComponentError::Instantiate)?;
     let outparam = store.data_mut().http().new_response_outparam(sender).map_err(ComponentError::Instantiate)?;
-    let proxy = pre.instantiate_async(&mut store).await.map_err(|error| {
-        if error.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() {
-            ComponentError::NoInstance
-        } else {
-            ComponentError::Instantiate(error)
-        }
-    })?;
     let instantiated = Instant::now();
     let labels = timings.map(|(m, v)| (m, [&*policy.component, v]));
     if let Some((metrics, labels)) = labels {
-        metrics.instantiate_seconds.with_label_values(&labels).observe((instantiated - started).as_secs_f64());
+        let how = if reused { "reused" } else { "fresh" };
+        metrics.instances.with_label_values(&[labels[0], how]).inc();
+        if !reused {
+            metrics.instantiate_seconds.with_label_values(&labels).observe((instantiated - started).as_secs_f64());
+        }
     }
     let execute_metric = labels.map(|(m, labels)| (m.execute_seconds.with_label_values(&labels), m.component_failures.with_label_values(&labels)));
+    let max_requests = policy.instance_reuse;
     let task = tokio::spawn(async move {
         let handled = tokio::time::timeout(bound, proxy.wasi_http_incoming_handler().call_handle(&mut store, incoming, outparam)).await;
-        // The instance goes back to the pool before the place it held is given up.
-        drop(store);
+        // The instance goes back to the pool (or to the idle instances, if it may serve again)
+        // before the place it held is given up. Only an instance whose request returned is
+        // kept: one that trapped, or was stopped mid-call, is dropped.
+        match (&handled, idle) {
+            (Ok(Ok(())), Some(idle)) => idle.give_back(Warm { store, proxy, served: served + 1 }, max_requests),
+            _ => drop(store),
+        }
         drop(hold);
         let ended = match handled {
             Ok(result) => Ended::Returned(result),
@@ -212,7 +238,7 @@ impl Server {
                     drop((place, body_memory));
                     response
                 }
-                Some(place) => match call_component(&self.runtime, &hosted.policy, &component.pre, request, Some((&self.metrics, version)), (place, body_memory)).await {
+                Some(place) => match call_component(&self.runtime, &hosted.policy, &component.pre, Some(&component.idle), request, Some((&self.metrics, version)), (place, body_memory)).await {
                     Ok(response) => response,
                     Err(ComponentError::NoInstance) => {
                         self.metrics.shed.with_label_values(&["instances"]).inc();

@@ -2,12 +2,18 @@
 //! returns, `/alloc` grows its memory until the host's cap stops it, `/sleep` waits
 //! [`SLEEP`] (like a slow broker) before it answers; `/publish?topic=NAME` (or `/publish/NAME`)
 //! publishes a tiny message to that topic (the host's topic grants refuse what it may not
-//! publish to: `403` naming `topic`); anything else answers 200.
+//! publish to: `403` naming `topic`); anything else answers 200 with how many requests this
+//! instance has served (1 unless the host reuses instances).
+
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use rest_kit::bindings::exports::wasi::http::incoming_handler::Guest;
 use rest_kit::bindings::votes::platform::publisher::{self, Message, PublishError};
 use rest_kit::bindings::wasi::http::types::{IncomingRequest, ResponseOutparam};
 use rest_kit::http::{path, Reply, SendReply};
+
+/// Requests this instance has served, this one included.
+static SERVED: AtomicU32 = AtomicU32::new(0);
 
 /// How long `/sleep` waits, in nanoseconds (1.5 s).
 const SLEEP: u64 = 1_500_000_000;
@@ -16,6 +22,7 @@ struct Misbehave;
 
 impl Guest for Misbehave {
     fn handle(request: IncomingRequest, response_out: ResponseOutparam) {
+        let served = SERVED.fetch_add(1, Ordering::Relaxed) + 1;
         if let Some(topic) = publish_topic(&request) {
             return publish(&topic).send(response_out);
         }
@@ -38,7 +45,7 @@ impl Guest for Misbehave {
                 rest_kit::bindings::wasi::clocks::monotonic_clock::subscribe_duration(SLEEP).block();
                 Reply::json(200, &serde_json::json!({ "producer": "misbehave@0.1.0", "slept_ms": SLEEP / 1_000_000 })).send(response_out)
             }
-            _ => Reply::json(200, &serde_json::json!({ "producer": "misbehave@0.1.0" })).send(response_out),
+            _ => Reply::json(200, &serde_json::json!({ "producer": "misbehave@0.1.0", "served_by_this_instance": served })).send(response_out),
         }
     }
 }

@@ -144,6 +144,7 @@ impl TestStack {
         config.host_port = free_port();
         config.host_admin_port = free_port();
         config.native_port = free_port();
+        config.reuse_port = free_port();
         config.results_port = free_port();
         config.prometheus_port = free_port();
         config.rabbitmq_port = free_port();
@@ -272,6 +273,7 @@ impl TestStack {
             ("--host-port", c.host_port),
             ("--host-admin-port", c.host_admin_port),
             ("--native-port", c.native_port),
+            ("--reuse-port", c.reuse_port),
             ("--results-port", c.results_port),
             ("--prometheus-port", c.prometheus_port),
         ] {

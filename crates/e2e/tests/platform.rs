@@ -268,3 +268,68 @@ source = "hello.wasm"
     let (status, version) = served_by("/misc/fine").await;
     assert_eq!((status, version.as_str()), (200, "misbehave@0.1.0"), "the refused manifest changed nothing");
 }
+
+/// Instance reuse is opt-in per component: misbehave (`instance_reuse = 4`) serves requests one
+/// after another from the same instance, at most 4 each, and an instance whose request trapped or
+/// ran out of time is dropped, never serving the next request; vote-rest, which did not ask,
+/// gets a fresh instance for every request.
+#[tokio::test]
+async fn a_reused_instance_serves_in_turn_and_one_that_trapped_never_serves_again() {
+    let manifest = TWO_COMPONENTS.replace("route = \"/publish\"", "route = \"/count\"").replace("max_queued = 4\n", "max_queued = 4\ninstance_reuse = 4\n");
+    let (stack, _dir, _) = start(&manifest).await;
+    let http = reqwest::Client::new();
+    let host = stack.config.host_url();
+    let metric = async |name: &str| -> u64 {
+        let text = reqwest::get(format!("{host}/metrics")).await.unwrap().text().await.unwrap();
+        text.lines().find_map(|l| l.strip_prefix(name)).map_or(0, |v| v.trim().parse().unwrap())
+    };
+    // The client has its answer a moment before the instance is back among the idle ones: wait
+    // for it, so the next request finds it.
+    let idle = async |expected: u64| {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let now = metric("host_instances_idle{component=\"misbehave\"}").await;
+            if now == expected {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{now} idle misbehave instances, expected {expected}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let count = async || -> u64 {
+        let response = http.get(format!("{host}/count")).send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+        let reply: serde_json::Value = response.json().await.unwrap();
+        reply["served_by_this_instance"].as_u64().expect("misbehave says how many requests its instance served")
+    };
+    // One instance, reused for its 4 requests (then dropped), then a fresh one.
+    let mut served = Vec::new();
+    for expected_idle in [1, 1, 1, 0, 1] {
+        served.push(count().await);
+        idle(expected_idle).await;
+    }
+    assert_eq!(served, [1, 2, 3, 4, 1], "requests served by each instance in turn");
+    assert_eq!(count().await, 2);
+    idle(1).await;
+    // The idle instance runs /trap and traps: it is dropped, and the next request starts afresh.
+    let trapped = http.get(format!("{host}/trap")).send().await.unwrap();
+    assert_eq!(trapped.status().as_u16(), 500, "{}", trapped.text().await.unwrap());
+    idle(0).await;
+    assert_eq!(count().await, 1, "a fresh instance after the trap");
+    idle(1).await;
+    // So is one stopped at its deadline (2.5 s here).
+    let looped = http.get(format!("{host}/loop")).send().await.unwrap();
+    assert_eq!(looped.status().as_u16(), 500, "{}", looped.text().await.unwrap());
+    idle(0).await;
+    assert_eq!(count().await, 1, "a fresh instance after the deadline");
+
+    for _ in 0..3 {
+        let (status, _, reply) = stack.post_vote(&http, &vote()).await;
+        assert_eq!(status, 202, "{reply}");
+    }
+    let instances = async |component: &str, how: &str| metric(&format!("host_instances_total{{component=\"{component}\",how=\"{how}\"}}")).await;
+    // Fresh: the first instance, the one after its 4th request, after the trap, after the deadline.
+    assert_eq!((instances("misbehave", "fresh").await, instances("misbehave", "reused").await), (4, 6));
+    assert_eq!((instances("vote-rest", "fresh").await, instances("vote-rest", "reused").await), (3, 0), "vote-rest did not ask for reuse");
+    assert_eq!(metric("host_instances_idle{component=\"vote-rest\"}").await, 0);
+}

@@ -15,6 +15,7 @@
 //! request_timeout_ms = 8000   # how long one of its requests may run
 //! max_in_flight = 32          # its share of the requests running at once
 //! max_queued = 256            # how many of its requests may wait for a place
+//! instance_reuse = 128        # opt-in: one instance serves up to 128 requests in turn
 //!
 //! [application.tool.votes.workloads.weather]
 //! title = "Weather tweets"
@@ -40,6 +41,8 @@ pub const MAX_WORKLOADS: usize = 16;
 pub const MAX_TOPICS: usize = 8;
 /// The longest topic name.
 pub const MAX_TOPIC_BYTES: usize = 64;
+/// The most requests one instance may serve when a component reuses instances.
+pub const MAX_INSTANCE_REUSE: u32 = 10_000;
 
 /// Our settings for one component (`[component.<id>.tool.votes]`); unset limits take the host's
 /// defaults.
@@ -53,6 +56,10 @@ pub struct ComponentSettings {
     pub request_timeout_ms: Option<u64>,
     pub max_in_flight: Option<usize>,
     pub max_queued: Option<usize>,
+    /// How many requests one instance may serve, one after another (1: a fresh instance per
+    /// request, the default). Reuse is faster and weakens isolation: a request can see what an
+    /// earlier one left in memory; an instance that trapped is never reused.
+    pub instance_reuse: Option<u32>,
 }
 
 /// One component of the application.
@@ -205,6 +212,9 @@ impl Manifest {
             if zero.iter().any(|v| *v == Some(0)) {
                 problems.push(format!("{}: memory_mib, request_timeout_ms and max_in_flight must be above 0", at("tool.votes")));
             }
+            if let Some(reuse) = settings.instance_reuse.filter(|r| !(1..=MAX_INSTANCE_REUSE).contains(r)) {
+                problems.push(format!("{}: {reuse} is not between 1 (a fresh instance per request) and {MAX_INSTANCE_REUSE}", at("tool.votes.instance_reuse")));
+            }
             components.insert(id.clone(), ComponentSpec { id, source, settings });
         }
         let mut routes = Vec::new();
@@ -304,6 +314,19 @@ mod tests {
         assert!(manifest.rabbitmq_topics().is_empty());
         let on_rabbit = Manifest::parse(&APP.replace("topic = \"weather\"", "topic = \"weather\"\nbroker = \"rabbitmq\""), Path::new("/app")).unwrap();
         assert_eq!(on_rabbit.rabbitmq_topics(), ["weather"]);
+    }
+
+    #[test]
+    fn instance_reuse_is_opt_in_and_bounded() {
+        let manifest = Manifest::parse(APP, Path::new("/app")).unwrap();
+        assert_eq!(manifest.components["weather-rest"].settings.instance_reuse, None, "off unless asked for");
+        let reusing = Manifest::parse(&APP.replace("max_in_flight = 8", "max_in_flight = 8\ninstance_reuse = 128"), Path::new("/app")).unwrap();
+        assert_eq!(reusing.components["weather-rest"].settings.instance_reuse, Some(128));
+        for bad in ["0", "10001"] {
+            let text = APP.replace("max_in_flight = 8", &format!("max_in_flight = 8\ninstance_reuse = {bad}"));
+            let error = Manifest::parse(&text, Path::new("/app")).unwrap_err().to_string();
+            assert!(error.contains("component.weather-rest.tool.votes.instance_reuse") && error.contains(bad), "{error}");
+        }
     }
 
     #[test]

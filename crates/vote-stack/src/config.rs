@@ -28,6 +28,8 @@ pub const DEFAULT_HOST_PORT: u16 = 8080;
 pub const DEFAULT_HOST_ADMIN_PORT: u16 = 8081;
 /// The native REST baseline's HTTP port (`votes-host --native`, `POST /votes`).
 pub const DEFAULT_NATIVE_PORT: u16 = 8082;
+/// The port of the wasm host `votectl bench` starts for its `rest-reuse` path (instance reuse on).
+pub const DEFAULT_REUSE_PORT: u16 = 8083;
 /// Results web app port (the page, its JSON API, `/healthz`, `/metrics`).
 pub const DEFAULT_RESULTS_PORT: u16 = 8088;
 /// Prometheus port (its UI and `/api/v1/query`).
@@ -102,6 +104,8 @@ pub struct StackConfig {
     pub host_port: u16,
     pub host_admin_port: u16,
     pub native_port: u16,
+    /// The bench's instance-reusing wasm host ([`StackConfig::reuse_host_launch`]).
+    pub reuse_port: u16,
     pub results_port: u16,
     pub prometheus_port: u16,
     /// The RabbitMQ node's stream port, and its Erlang distribution port.
@@ -173,6 +177,7 @@ impl StackConfig {
             host_port: DEFAULT_HOST_PORT,
             host_admin_port: DEFAULT_HOST_ADMIN_PORT,
             native_port: DEFAULT_NATIVE_PORT,
+            reuse_port: DEFAULT_REUSE_PORT,
             results_port: DEFAULT_RESULTS_PORT,
             prometheus_port: DEFAULT_PROMETHEUS_PORT,
             rabbitmq_port: DEFAULT_RABBITMQ_PORT,
@@ -305,6 +310,22 @@ impl StackConfig {
     /// The native REST baseline, without a path.
     pub fn native_url(&self) -> String {
         self.http_url(self.native_port)
+    }
+    /// The bench's instance-reusing wasm host, without a path.
+    pub fn reuse_url(&self) -> String {
+        self.http_url(self.reuse_port)
+    }
+
+    /// A second wasm host serving the stack's default component with each instance serving up to
+    /// `instance_reuse` requests, on the reuse port; no admin API. `votectl bench` starts it for
+    /// its `rest-reuse` path, beside the stack's host, so both are measured in one run.
+    pub fn reuse_host_launch(&self, instance_reuse: u32) -> Launch {
+        Launch::new("reuse-host", self.bin_dir.join("votes-host"))
+            .env("VOTES_KAFKA_BROKERS", self.brokers())
+            .env("VOTES_HOST_COMPONENT", self.component.display().to_string())
+            .env("VOTES_HOST_ADDR", format!("{}:{}", self.host, self.reuse_port))
+            .env("VOTES_INSTANCE_REUSE", instance_reuse.to_string())
+            .env("VOTES_HOST_DRAIN_TIMEOUT_MS", crate::stack::HOST_DRAIN.as_millis().to_string())
     }
     /// The results page (and its `/api/...`, `/healthz`, `/metrics`), without a path.
     pub fn results_url(&self) -> String {

@@ -22,6 +22,43 @@ use crate::{dataset, results};
 /// How long a run may wait for the consumer to count the votes already accepted.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// How many requests each instance of the `rest-reuse` host serves (what `wasmtime serve` and
+/// Spin allow a reused instance).
+const REUSE_REQUESTS: u32 = 128;
+
+/// The ratios reported per round, when both paths ran.
+const RATIOS: [(&str, &str); 5] = [("rest", "native"), ("rest", "grpc"), ("native", "grpc"), ("rest-reuse", "native"), ("rest-reuse", "rest")];
+
+/// The instance-reusing wasm host of the `rest-reuse` path, started for the bench and stopped
+/// when it ends (or with votectl, if it dies).
+struct ReuseHost {
+    supervisor: vote_stack::Supervisor,
+}
+
+impl ReuseHost {
+    async fn start(config: &StackConfig) -> anyhow::Result<(Self, u32)> {
+        let supervisor = vote_stack::Supervisor::attached(&config.state_dir);
+        let pid = supervisor.spawn(&config.reuse_host_launch(REUSE_REQUESTS))?;
+        let ready = format!("{}/readyz", config.reuse_url());
+        let started = Instant::now();
+        while vote_stack::probe::http_ok(&ready).await.is_err() {
+            if supervisor.running(procstat::REUSE_HOST).is_none() || started.elapsed() > Duration::from_secs(60) {
+                anyhow::bail!("the rest-reuse host did not become ready on {ready}:\n{}", supervisor.log_tail(procstat::REUSE_HOST, 20));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok((Self { supervisor }, pid))
+    }
+}
+
+impl Drop for ReuseHost {
+    fn drop(&mut self) {
+        if let Err(error) = self.supervisor.stop(procstat::REUSE_HOST, Duration::from_secs(5)) {
+            tracing::warn!(%error, "stopping the rest-reuse host");
+        }
+    }
+}
+
 /// One path's runs at the main concurrency, and what they cost.
 #[derive(Debug, Serialize)]
 struct PathRuns {
@@ -207,6 +244,14 @@ pub async fn run(config: &StackConfig, args: BenchArgs) -> anyhow::Result<()> {
     let mut redis = results::connect(&config.redis_url()).await?;
     let start_total = results::total(&mut redis).await?;
     let mut bench = Bench { config, votes: dataset::load(None)?, redis, start_total, accepted: 0, groups: procstat::groups(config), show: !args.json };
+    let _reuse_host = match paths.contains(&ProducerPath::RestReuse) {
+        true => {
+            let (host, pid) = ReuseHost::start(config).await?;
+            bench.groups.insert(procstat::REUSE_HOST, pid);
+            Some(host)
+        }
+        false => None,
+    };
     // A short warm-up for each path, so connection set-up is not measured.
     for &path in &paths {
         bench.accepted += cast(config, path, &bench.votes, 500, args.concurrency, false).await?.accepted;
@@ -225,7 +270,7 @@ pub async fn run(config: &StackConfig, args: BenchArgs) -> anyhow::Result<()> {
             rates.insert(path.name(), report.votes_per_second);
             runs.entry(path.name()).or_default().push((report, cpu));
         }
-        for (a, b) in [("rest", "native"), ("rest", "grpc"), ("native", "grpc")] {
+        for (a, b) in RATIOS {
             if let (Some(x), Some(y)) = (rates.get(a), rates.get(b)) {
                 round_ratios.entry(format!("{a}/{b}")).or_default().push(x / y);
             }

@@ -60,9 +60,16 @@ impl Sender {
                 client: reqwest::Client::builder().http2_prior_knowledge().tcp_nodelay(true).build()?,
                 url: format!("{}/votes", config.host_url()),
             },
-            ProducerPath::Rest | ProducerPath::Native => Sender::Rest {
+            ProducerPath::Rest | ProducerPath::Native | ProducerPath::RestReuse => Sender::Rest {
                 client: reqwest::Client::builder().pool_max_idle_per_host(concurrency).tcp_nodelay(true).build()?,
-                url: format!("{}/votes", if path == ProducerPath::Native { config.native_url() } else { config.host_url() }),
+                url: format!(
+                    "{}/votes",
+                    match path {
+                        ProducerPath::Native => config.native_url(),
+                        ProducerPath::RestReuse => config.reuse_url(),
+                        _ => config.host_url(),
+                    }
+                ),
             },
         })
     }

@@ -195,6 +195,10 @@ pub enum ProducerPath {
     Rest,
     /// The host's native REST baseline (`votes-host --native`): the same server without the sandbox.
     Native,
+    /// The REST producer component in a second wasm host that reuses each instance for up to 128
+    /// requests (`--instance-reuse 128`): `bench` starts that host for the run, beside the
+    /// stack's, so the two are measured side by side.
+    RestReuse,
     /// The REST producer component in the wasm host, over HTTP/2 cleartext (h2c): every request
     /// a stream of one multiplexed connection, as gRPC's calls are.
     RestH2,
@@ -211,6 +215,7 @@ impl ProducerPath {
             ProducerPath::Rest => "rest",
             ProducerPath::Native => "native",
             ProducerPath::RestH2 => "rest-h2",
+            ProducerPath::RestReuse => "rest-reuse",
         }
     }
 }
@@ -280,6 +285,9 @@ pub struct StackArgs {
     /// Native REST baseline port (`votes-host --native`).
     #[arg(long, global = true, env = "VOTES_NATIVE_PORT", default_value_t = defaults::DEFAULT_NATIVE_PORT)]
     pub native_port: u16,
+    /// The port of the instance-reusing wasm host `votectl bench` starts for `--paths rest-reuse`.
+    #[arg(long, global = true, env = "VOTES_REUSE_PORT", default_value_t = defaults::DEFAULT_REUSE_PORT)]
+    pub reuse_port: u16,
     /// Results web app port.
     #[arg(long, global = true, env = "VOTES_RESULTS_PORT", default_value_t = defaults::DEFAULT_RESULTS_PORT)]
     pub results_port: u16,
@@ -345,6 +353,7 @@ impl StackArgs {
             config.manifest = None;
         }
         config.native_port = self.native_port;
+        config.reuse_port = self.reuse_port;
         config.results_port = self.results_port;
         config.prometheus_port = self.prometheus_port;
         if let Some(bin) = &self.prometheus_bin {

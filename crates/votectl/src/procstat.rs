@@ -11,8 +11,11 @@ const TICKS_PER_SECOND: f64 = 100.0;
 /// The parts whose CPU time `bench` attributes to the votes.
 pub const MEASURED: [Part; 7] = [Part::GrpcProducer, Part::Host, Part::NativeHost, Part::Kafka, Part::Consumer, Part::Mongo, Part::Redis];
 
-/// The producers whose peak memory `bench` reports.
-pub const PRODUCERS: [Part; 3] = [Part::Host, Part::NativeHost, Part::GrpcProducer];
+/// The name of the instance-reusing wasm host `bench` starts for its `rest-reuse` path.
+pub const REUSE_HOST: &str = "reuse-host";
+
+/// The producers whose peak memory `bench` reports (the reuse host when it runs).
+pub const PRODUCERS: [&str; 4] = ["wasm-host", "native-host", "grpc-producer", REUSE_HOST];
 
 /// The process groups of the parts this stack started (each child leads its own group), by name.
 pub fn groups(config: &StackConfig) -> BTreeMap<&'static str, u32> {
@@ -62,15 +65,15 @@ pub struct PeakRss(pub BTreeMap<&'static str, f64>);
 
 pub fn peak_rss(groups: &BTreeMap<&'static str, u32>) -> PeakRss {
     let mut peaks = BTreeMap::new();
-    for part in PRODUCERS {
-        let Some(pid) = groups.get(part.name()) else { continue };
+    for name in PRODUCERS {
+        let Some(pid) = groups.get(name) else { continue };
         let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else { continue };
         let kib = status
             .lines()
             .find_map(|line| line.strip_prefix("VmHWM:"))
             .and_then(|value| value.trim().trim_end_matches("kB").trim().parse::<f64>().ok());
         if let Some(kib) = kib {
-            peaks.insert(part.name(), kib / 1024.0);
+            peaks.insert(name, kib / 1024.0);
         }
     }
     PeakRss(peaks)

@@ -1,0 +1,88 @@
+//! Instance reuse, opt-in per component (`instance_reuse` in its manifest entry): an instance that
+//! answered a request without trapping waits here, idle, to serve the next request of the same
+//! component version, up to a number of requests. It weakens isolation (a request can see what an
+//! earlier one left in the instance's memory), so it is off by default, and an instance whose
+//! request trapped, ran out of time or was cut off is dropped, never put back.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+use wasmtime::Store;
+use wasmtime_wasi_http::p2::bindings::Proxy;
+
+use crate::runtime::HostState;
+
+/// The most idle instances one component version keeps (what `wasmtime serve` and Spin keep busy
+/// at once per instance, 16, is the same order): each holds a slot of the instance pool.
+pub const MAX_IDLE: usize = 16;
+
+/// An instance that served `served` requests and may serve more.
+pub struct Warm {
+    pub store: Store<HostState>,
+    pub proxy: Proxy,
+    pub served: u32,
+}
+
+/// The idle instances of one component version, last returned first (its memory is the most
+/// likely still in cache).
+pub struct IdleInstances {
+    idle: Mutex<Vec<Warm>>,
+    max_idle: usize,
+    /// Set while the version does not serve (replaced by a deploy): nothing is kept.
+    retired: AtomicBool,
+}
+
+impl IdleInstances {
+    /// A pool keeping at most `max_idle` instances.
+    pub fn new(max_idle: usize) -> Self {
+        Self { idle: Mutex::new(Vec::new()), max_idle, retired: AtomicBool::new(false) }
+    }
+
+    /// An idle instance, if one waits.
+    pub fn take(&self) -> Option<Warm> {
+        self.idle.lock().expect("idle instances lock").pop()
+    }
+
+    /// Keeps `warm` for a later request if it has served fewer than `max_requests`, there is
+    /// room and its version still serves; otherwise it is dropped (its slot goes back to the
+    /// instance pool).
+    pub fn give_back(&self, warm: Warm, max_requests: u32) {
+        if warm.served >= max_requests {
+            return;
+        }
+        let mut idle = self.idle.lock().expect("idle instances lock");
+        if idle.len() < self.max_idle && !self.retired.load(Ordering::Acquire) {
+            idle.push(warm);
+        }
+    }
+
+    /// The version stopped serving: drops every idle instance (their slots go back to the pool)
+    /// and keeps none returned later by requests still running on it.
+    pub fn retire(&self) {
+        let mut idle = self.idle.lock().expect("idle instances lock");
+        self.retired.store(true, Ordering::Release);
+        let drained: Vec<Warm> = std::mem::take(&mut *idle);
+        drop(idle);
+        drop(drained);
+    }
+
+    /// The version serves again (a rollback): its instances may be kept again.
+    pub fn serve(&self) {
+        self.retired.store(false, Ordering::Release);
+    }
+
+    /// How many instances wait.
+    pub fn len(&self) -> usize {
+        self.idle.lock().expect("idle instances lock").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Default for IdleInstances {
+    fn default() -> Self {
+        Self::new(MAX_IDLE)
+    }
+}
