@@ -96,7 +96,7 @@ struct Args {
     /// manifest entry sets no `instance_reuse`. 1 (the default): a fresh instance per request.
     /// Reuse is faster and weakens isolation (a request can see what an earlier one left in the
     /// instance's memory); an instance whose request trapped or timed out is never reused.
-    #[arg(long, env = "VOTES_INSTANCE_REUSE", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=vote_platform::manifest::MAX_INSTANCE_REUSE as i64))]
+    #[arg(long, env = "VOTES_HOST_INSTANCE_REUSE", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=vote_platform::manifest::MAX_INSTANCE_REUSE as i64))]
     instance_reuse: u32,
     /// How many HTTP connections may be open at once; when full, the connection idle the longest
     /// (or that never sent a request) is closed to make room, and with none idle a new one gets

@@ -324,7 +324,7 @@ impl StackConfig {
             .env("VOTES_KAFKA_BROKERS", self.brokers())
             .env("VOTES_HOST_COMPONENT", self.component.display().to_string())
             .env("VOTES_HOST_ADDR", format!("{}:{}", self.host, self.reuse_port))
-            .env("VOTES_INSTANCE_REUSE", instance_reuse.to_string())
+            .env("VOTES_HOST_INSTANCE_REUSE", instance_reuse.to_string())
             .env("VOTES_HOST_DRAIN_TIMEOUT_MS", crate::stack::HOST_DRAIN.as_millis().to_string())
     }
     /// The results page (and its `/api/...`, `/healthz`, `/metrics`), without a path.
