@@ -73,3 +73,41 @@ async fn native_rest_answers_every_request_as_the_component_does() {
     let identity: serde_json::Value = http.get(format!("{}/.well-known/component", stack.config.native_url())).send().await.unwrap().json().await.unwrap();
     assert!(identity["producer"].as_str().unwrap().starts_with("native-rest@"), "{identity}");
 }
+
+/// The native baseline admits as the wasm host does (one admission path): 300 votes from 64
+/// clients against room for 2 wait in the queue and are all accepted; with no queue the excess
+/// gets the fast 503 with `Retry-After`.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_native_host_queues_votes_over_its_bound_before_it_refuses() {
+    use futures::stream::{self, StreamExt};
+    let stack = TestStack::start_parts(&[vote_stack::Part::Kafka]).await;
+    let cast = async |stack: &TestStack| -> Vec<(u16, Option<String>)> {
+        let http = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
+        let url = format!("{}/votes", stack.config.native_url());
+        stream::iter(0..300)
+            .map(|_| {
+                let (http, url) = (&http, &url);
+                async move {
+                    let body = serde_json::json!({ "name": "Alux Nahual", "album": "Conquista", "year": 1986, "rank": 1 });
+                    let response = http.post(url).json(&body).send().await.expect("answered");
+                    (response.status().as_u16(), response.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned()))
+                }
+            })
+            .buffer_unordered(64)
+            .collect()
+            .await
+    };
+    stack.start_native_host(&["--max-in-flight", "2", "--max-queued", "1024", "--queue-wait-ms", "5000"]).await;
+    let answers = cast(&stack).await;
+    assert!(answers.iter().all(|(status, _)| *status == 202), "every vote waits for a place and is accepted: {answers:?}");
+    let waited = e2e::metric(stack.config.native_port, "host_queue_wait_seconds_count").await;
+    assert!(waited > 0.0, "votes waited in the queue: {waited}");
+
+    stack.supervisor.stop(vote_stack::Part::NativeHost.name(), std::time::Duration::from_secs(10)).unwrap();
+    stack.start_native_host(&["--max-in-flight", "2", "--max-queued", "0"]).await;
+    let answers = cast(&stack).await;
+    let refused: Vec<_> = answers.iter().filter(|(status, _)| *status == 503).collect();
+    assert!(!refused.is_empty(), "with no queue the excess is refused: {answers:?}");
+    assert!(refused.iter().all(|(_, retry)| retry.as_deref() == Some("1")), "{refused:?}");
+    assert!(answers.iter().all(|(status, _)| matches!(status, 202 | 503)), "{answers:?}");
+}
