@@ -49,6 +49,8 @@ async fn bench_measures_every_path_and_fails_on_a_count_mismatch() {
         assert_eq!(run["accepted"], 100, "{run:#}");
         let latency = &run["latency"];
         assert!(latency["p50_ms"].as_f64().unwrap() > 0.0 && latency["p99_9_ms"].as_f64().unwrap() >= latency["p99_ms"].as_f64().unwrap(), "{run:#}");
+        // The producer's own receipt-to-acknowledgement time over the run, read from its /metrics.
+        assert!(run["ingest_p50_ms"].as_f64().is_some_and(|ms| ms > 0.0) && run["ingest_p99_ms"].as_f64().is_some(), "{run:#}");
     }
     for producer in ["wasm-host", "reuse-host", "native-host", "grpc-producer"] {
         assert!(report["peak_rss_mib"][producer].as_f64().unwrap() > 1.0, "{report:#}");

@@ -94,6 +94,10 @@ struct OpenLoop {
     /// Received at the producer to counted in Redis (the consumer's `vote_visible_seconds`), ms.
     visible_p50_ms: Option<f64>,
     visible_p99_ms: Option<f64>,
+    /// Received at the producer to the broker's acknowledgement (the producer's
+    /// `vote_ingest_seconds`), ms: the share of the client's latency spent inside the producer.
+    ingest_p50_ms: Option<f64>,
+    ingest_p99_ms: Option<f64>,
 }
 
 /// The comparison `bench` prints.
@@ -135,6 +139,14 @@ fn buckets(metrics: &str, name: &str) -> Vec<(f64, f64)> {
 
 /// The `q` quantile of the observations a histogram gained between two scrapes, in the unit of
 /// its buckets, interpolated within the bucket (as Prometheus' `histogram_quantile`).
+/// The text of a `/metrics` page, or nothing when it cannot be read.
+async fn metrics_page(url: &str) -> String {
+    match reqwest::get(url).await {
+        Ok(response) => response.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
 pub(crate) fn quantile_between(before: &str, after: &str, name: &str, q: f64) -> Option<f64> {
     let old: BTreeMap<u64, f64> = buckets(before, name).into_iter().map(|(le, n)| (le.to_bits(), n)).collect();
     let delta: Vec<(f64, f64)> = buckets(after, name).into_iter().map(|(le, n)| (le, n - old.get(&le.to_bits()).copied().unwrap_or(0.0))).collect();
@@ -229,11 +241,18 @@ impl Bench<'_> {
     }
 
     async fn consumer_metrics(&self) -> String {
-        let url = format!("{}/metrics", self.config.consumer_http_url());
-        match reqwest::get(&url).await {
-            Ok(response) => response.text().await.unwrap_or_default(),
-            Err(_) => String::new(),
-        }
+        metrics_page(&format!("{}/metrics", self.config.consumer_http_url())).await
+    }
+
+    /// The `/metrics` page of the producer behind `path`.
+    async fn producer_metrics(&self, path: ProducerPath) -> String {
+        let base = match path {
+            ProducerPath::Grpc => self.config.grpc_http_url(),
+            ProducerPath::Native => self.config.native_url(),
+            ProducerPath::RestReuse => self.config.reuse_url(),
+            ProducerPath::Rest | ProducerPath::RestH2 => self.config.host_url(),
+        };
+        metrics_page(&format!("{base}/metrics")).await
     }
 }
 
@@ -328,23 +347,28 @@ pub async fn run(config: &StackConfig, args: BenchArgs) -> anyhow::Result<()> {
             let rate = args.open_loop_rate.unwrap_or_else(|| runs.votes_per_second * args.open_loop_fraction.unwrap_or(0.5));
             bench.settle().await?;
             let before = bench.consumer_metrics().await;
+            let producer_before = bench.producer_metrics(path).await;
             let run = open_loop::run(config, path, &bench.votes, rate, Duration::from_secs(args.open_loop_secs), args.open_loop_max_in_flight).await?;
             bench.accepted += run.accepted;
+            let producer_after = bench.producer_metrics(path).await;
             bench.settle().await?;
             let after = bench.consumer_metrics().await;
             let visible = |q| quantile_between(&before, &after, "vote_visible_seconds", q).map(|s| s * 1000.0);
+            let ingest = |q| quantile_between(&producer_before, &producer_after, "vote_ingest_seconds", q).map(|s| s * 1000.0);
             if bench.show {
                 println!(
-                    "open loop: {} at {:.0} votes/s: p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms",
+                    "open loop: {} at {:.0} votes/s: p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms; receipt to broker ack in the producer p50 {}, p99 {}",
                     path.name(),
                     run.achieved_rate,
                     run.latency.p50_ms,
                     run.latency.p99_ms,
                     run.latency.p99_9_ms,
-                    run.latency.max_ms
+                    run.latency.max_ms,
+                    ingest(0.5).map_or("-".into(), |ms| format!("{ms:.2} ms")),
+                    ingest(0.99).map_or("-".into(), |ms| format!("{ms:.2} ms")),
                 );
             }
-            open_loop.push(OpenLoop { visible_p50_ms: visible(0.5), visible_p99_ms: visible(0.99), run });
+            open_loop.push(OpenLoop { visible_p50_ms: visible(0.5), visible_p99_ms: visible(0.99), ingest_p50_ms: ingest(0.5), ingest_p99_ms: ingest(0.99), run });
         }
     }
 
