@@ -279,10 +279,8 @@ async fn a_reused_instance_serves_in_turn_and_one_that_trapped_never_serves_agai
     let (stack, _dir, _) = start(&manifest).await;
     let http = reqwest::Client::new();
     let host = stack.config.host_url();
-    let metric = async |name: &str| -> u64 {
-        let text = reqwest::get(format!("{host}/metrics")).await.unwrap().text().await.unwrap();
-        text.lines().find_map(|l| l.strip_prefix(name)).map_or(0, |v| v.trim().parse().unwrap())
-    };
+    let port = stack.config.host_port;
+    let metric = async |name: &str| e2e::metric(port, name).await as u64;
     // The client has its answer a moment before the instance is back among the idle ones: wait
     // for it, so the next request finds it.
     let idle = async |expected: u64| {
