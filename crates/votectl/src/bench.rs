@@ -246,13 +246,7 @@ impl Bench<'_> {
 
     /// The `/metrics` page of the producer behind `path`.
     async fn producer_metrics(&self, path: ProducerPath) -> String {
-        let base = match path {
-            ProducerPath::Grpc => self.config.grpc_http_url(),
-            ProducerPath::Native => self.config.native_url(),
-            ProducerPath::RestReuse => self.config.reuse_url(),
-            ProducerPath::Rest | ProducerPath::RestH2 => self.config.host_url(),
-        };
-        metrics_page(&format!("{base}/metrics")).await
+        metrics_page(&format!("{}/metrics", crate::cast::producer_url(self.config, path))).await
     }
 }
 
@@ -263,14 +257,12 @@ pub async fn run(config: &StackConfig, args: BenchArgs) -> anyhow::Result<()> {
     let mut redis = results::connect(&config.redis_url()).await?;
     let start_total = results::total(&mut redis).await?;
     let mut bench = Bench { config, votes: dataset::load(None)?, redis, start_total, accepted: 0, groups: procstat::groups(config), show: !args.json };
-    let _reuse_host = match paths.contains(&ProducerPath::RestReuse) {
-        true => {
-            let (host, pid) = ReuseHost::start(config).await?;
-            bench.groups.insert(procstat::REUSE_HOST, pid);
-            Some(host)
-        }
-        false => None,
-    };
+    let mut _reuse_host = None;
+    if paths.contains(&ProducerPath::RestReuse) {
+        let (host, pid) = ReuseHost::start(config).await?;
+        bench.groups.insert(procstat::REUSE_HOST, pid);
+        _reuse_host = Some(host);
+    }
     // A short warm-up for each path, so connection set-up is not measured.
     for &path in &paths {
         bench.accepted += cast(config, path, &bench.votes, 500, args.concurrency, false).await?.accepted;
@@ -373,10 +365,7 @@ pub async fn run(config: &StackConfig, args: BenchArgs) -> anyhow::Result<()> {
     }
 
     let counted = bench.settle().await? - start_total;
-    let host_metrics = match reqwest::get(format!("{}/metrics", config.host_url())).await {
-        Ok(response) => response.text().await.unwrap_or_default(),
-        Err(_) => String::new(),
-    };
+    let host_metrics = metrics_page(&format!("{}/metrics", config.host_url())).await;
     let report = BenchReport {
         concurrency: args.concurrency,
         count: args.count,

@@ -46,6 +46,16 @@ pub(crate) enum Outcome {
     Failed(String),
 }
 
+/// The base URL of the producer behind `path` (its HTTP port: `/votes`, `/metrics`).
+pub(crate) fn producer_url(config: &StackConfig, path: ProducerPath) -> String {
+    match path {
+        ProducerPath::Grpc => config.grpc_http_url(),
+        ProducerPath::Native => config.native_url(),
+        ProducerPath::RestReuse => config.reuse_url(),
+        ProducerPath::Rest | ProducerPath::RestH2 => config.host_url(),
+    }
+}
+
 /// Where votes go: a pool of gRPC channels or an HTTP client for the wasm host.
 pub(crate) enum Sender {
     Grpc(Vec<VoteServiceClient<Channel>>),
@@ -58,18 +68,11 @@ impl Sender {
             ProducerPath::Grpc => Sender::Grpc(grpc_clients(&config.grpc_url(), concurrency.div_ceil(CALLS_PER_CONNECTION)).await?),
             ProducerPath::RestH2 => Sender::Rest {
                 client: reqwest::Client::builder().http2_prior_knowledge().tcp_nodelay(true).build()?,
-                url: format!("{}/votes", config.host_url()),
+                url: format!("{}/votes", producer_url(config, path)),
             },
             ProducerPath::Rest | ProducerPath::Native | ProducerPath::RestReuse => Sender::Rest {
                 client: reqwest::Client::builder().pool_max_idle_per_host(concurrency).tcp_nodelay(true).build()?,
-                url: format!(
-                    "{}/votes",
-                    match path {
-                        ProducerPath::Native => config.native_url(),
-                        ProducerPath::RestReuse => config.reuse_url(),
-                        _ => config.host_url(),
-                    }
-                ),
+                url: format!("{}/votes", producer_url(config, path)),
             },
         })
     }
