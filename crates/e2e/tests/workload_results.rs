@@ -222,3 +222,19 @@ async fn get_logs(base: &str, workload: &str, query: String) -> Value {
     assert_eq!(status, 200, "{query}: {body}");
     body
 }
+
+/// `votectl results` (and the bench's settle loop, which reads the same total) waits out a Redis
+/// that stalls for a moment, as a busy two-core box or a slow script makes it, instead of failing
+/// on the Redis client's default 500 ms response timeout: a CI run's bench failed with
+/// "timed out" that way.
+#[tokio::test]
+async fn votectl_results_waits_out_a_redis_that_stalls_for_a_second() {
+    let stack = TestStack::start_parts(&[Part::Redis]).await;
+    let mut redis = stack.redis().await;
+    let _: () = redis::cmd("SET").arg(vote_store::keys::TOTAL).arg(42).query_async(&mut redis).await.unwrap();
+    let _: () = redis::cmd("CLIENT").arg("PAUSE").arg(1500).arg("ALL").query_async(&mut redis).await.unwrap();
+    let output = votectl(&stack, &["--json"]).await;
+    assert!(output.status.success(), "votectl results failed while Redis paused for 1.5 s: {}", String::from_utf8_lossy(&output.stderr));
+    let results: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(results["total"], 42, "{results}");
+}
