@@ -23,31 +23,42 @@ pub struct Warm {
     pub served: u32,
 }
 
+/// What an idle pool keeps: something that says how many requests it served.
+pub trait Reusable {
+    fn served(&self) -> u32;
+}
+
+impl Reusable for Warm {
+    fn served(&self) -> u32 {
+        self.served
+    }
+}
+
 /// The idle instances of one component version, last returned first (its memory is the most
 /// likely still in cache).
-pub struct IdleInstances {
-    idle: Mutex<Vec<Warm>>,
+pub struct IdleInstances<T: Reusable = Warm> {
+    idle: Mutex<Vec<T>>,
     max_idle: usize,
     /// Set while the version does not serve (replaced by a deploy): nothing is kept.
     retired: AtomicBool,
 }
 
-impl IdleInstances {
+impl<T: Reusable> IdleInstances<T> {
     /// A pool keeping at most `max_idle` instances.
     pub fn new(max_idle: usize) -> Self {
         Self { idle: Mutex::new(Vec::new()), max_idle, retired: AtomicBool::new(false) }
     }
 
     /// An idle instance, if one waits.
-    pub fn take(&self) -> Option<Warm> {
+    pub fn take(&self) -> Option<T> {
         self.idle.lock().expect("idle instances lock").pop()
     }
 
     /// Keeps `warm` for a later request if it has served fewer than `max_requests`, there is
     /// room and its version still serves; otherwise it is dropped (its slot goes back to the
     /// instance pool).
-    pub fn give_back(&self, warm: Warm, max_requests: u32) {
-        if warm.served >= max_requests {
+    pub fn give_back(&self, warm: T, max_requests: u32) {
+        if warm.served() >= max_requests {
             return;
         }
         let mut idle = self.idle.lock().expect("idle instances lock");
@@ -61,7 +72,7 @@ impl IdleInstances {
     pub fn retire(&self) {
         let mut idle = self.idle.lock().expect("idle instances lock");
         self.retired.store(true, Ordering::Release);
-        let drained: Vec<Warm> = std::mem::take(&mut *idle);
+        let drained: Vec<T> = std::mem::take(&mut *idle);
         drop(idle);
         drop(drained);
     }
@@ -81,8 +92,56 @@ impl IdleInstances {
     }
 }
 
-impl Default for IdleInstances {
+impl<T: Reusable> Default for IdleInstances<T> {
     fn default() -> Self {
         Self::new(MAX_IDLE)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Stands for an instance that served this many requests.
+    struct Served(u32);
+
+    impl Reusable for Served {
+        fn served(&self) -> u32 {
+            self.0
+        }
+    }
+
+    #[test]
+    fn keeps_at_most_max_idle_and_drops_the_rest() {
+        let idle = IdleInstances::<Served>::default();
+        for _ in 0..MAX_IDLE + 5 {
+            idle.give_back(Served(1), 128);
+        }
+        assert_eq!(idle.len(), MAX_IDLE, "the idle instances stop at their bound");
+        assert!(idle.take().is_some());
+        idle.give_back(Served(1), 128);
+        assert_eq!(idle.len(), MAX_IDLE, "a place freed by a take is taken again, no more");
+    }
+
+    #[test]
+    fn drops_an_instance_that_served_its_requests() {
+        let idle = IdleInstances::<Served>::default();
+        idle.give_back(Served(128), 128);
+        idle.give_back(Served(127), 128);
+        assert_eq!(idle.take().map(|s| s.0), Some(127), "only the one that may serve again is kept");
+        assert!(idle.is_empty());
+    }
+
+    #[test]
+    fn a_retired_version_keeps_nothing_until_it_serves_again() {
+        let idle = IdleInstances::<Served>::default();
+        idle.give_back(Served(1), 128);
+        idle.retire();
+        assert!(idle.is_empty(), "retiring drops the idle instances");
+        idle.give_back(Served(1), 128);
+        assert!(idle.is_empty(), "a request still running on a retired version does not give its instance back");
+        idle.serve();
+        idle.give_back(Served(1), 128);
+        assert_eq!(idle.len(), 1);
     }
 }

@@ -66,8 +66,8 @@ async fn main() -> anyhow::Result<()> {
     let redis_client = redis::Client::open(args.redis_url.as_str()).with_context(|| format!("Redis URL {}", args.redis_url))?;
     // Lazy: the page serves (live, not ready) while Redis is away, and reads once it answers.
     let redis_config = redis::aio::ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(2)))
-        .set_response_timeout(Some(Duration::from_secs(5)))
+        .set_connection_timeout(Some(vote_store::counters::REDIS_CONNECT_TIMEOUT))
+        .set_response_timeout(Some(vote_store::counters::REDIS_REPLY_TIMEOUT))
         .set_number_of_retries(1);
     let redis = redis::aio::ConnectionManager::new_lazy_with_config(redis_client, redis_config)
         .with_context(|| format!("Redis at {}", args.redis_url))?;

@@ -31,15 +31,11 @@ pub struct Results {
 /// How many members of each leaderboard are read.
 pub const TOP: usize = 1000;
 
-/// How long a read of the counters may wait for Redis: the client's defaults (1 s to connect,
-/// 500 ms per reply) failed a bench on a busy two-core box; the results service waits as long.
-const REDIS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-
 /// A connection to the Redis that holds the counters.
 pub async fn connect(redis_url: &str) -> anyhow::Result<MultiplexedConnection> {
     let config = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(REDIS_TIMEOUT))
-        .set_response_timeout(Some(REDIS_TIMEOUT));
+        .set_connection_timeout(Some(vote_store::counters::REDIS_CONNECT_TIMEOUT))
+        .set_response_timeout(Some(vote_store::counters::REDIS_REPLY_TIMEOUT));
     redis::Client::open(redis_url)?
         .get_multiplexed_async_connection_with_config(&config)
         .await
