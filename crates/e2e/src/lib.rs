@@ -617,6 +617,13 @@ pub fn raise_open_files_limit() -> u64 {
     hard.max(soft)
 }
 
+/// Whether the kernel may give a process transparent huge pages (`THP_enabled` in
+/// `/proc/<pid>/status`).
+pub fn thp_enabled(pid: u32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("reading /proc/<pid>/status");
+    status.lines().find_map(|line| line.strip_prefix("THP_enabled:")).map(|value| value.trim() != "0").expect("THP_enabled in /proc/<pid>/status (Linux 5.0 or later)")
+}
+
 /// A process's resident memory in KiB (`VmRSS` in `/proc/<pid>/status`).
 pub fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("reading /proc/<pid>/status");

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use e2e::{component, raise_open_files_limit, rss_kib, valid_votes, vote_json, TestStack};
+use e2e::{component, raise_open_files_limit, rss_kib, thp_enabled, valid_votes, vote_json, TestStack};
 use futures::stream::{self, StreamExt};
 use reqwest::Method;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -105,6 +105,8 @@ async fn slow_clients_are_cut_off_while_normal_clients_are_served() {
     let flags = ["--header-read-timeout-ms", &timeout_ms, "--body-read-timeout-ms", &timeout_ms, "--max-connections", "1500"];
     stack.start_host(&component("vote_rest"), &flags).await;
     let pid = stack.supervisor.running(Part::Host.name()).expect("the host runs");
+    // A 2 MiB page would stay resident while any 4 KiB of it is in use: the host turns them off.
+    assert!(!thp_enabled(pid), "the host takes transparent huge pages");
     let rss_idle = rss_kib(pid);
     let addr = format!("127.0.0.1:{}", stack.config.host_port);
 

@@ -25,14 +25,25 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// crate does not export it; `purge_delay_index_is_mimallocs` checks it against the library).
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
-/// Makes mimalloc return a page to the OS as soon as it is free, unless `MIMALLOC_PURGE_DELAY`
-/// says otherwise. By default it waits 10 ms and purges only when the same thread allocates
-/// again, so what threads that then go idle freed (the compile threads at start-up, a burst's
-/// worker heaps) stayed resident: 40 to 70 MiB of the wasm host, measured (docs/benchmarks.md).
+/// Keeps what the allocator holds resident close to what the program uses:
+/// - mimalloc returns a page to the OS as soon as it is free, unless `MIMALLOC_PURGE_DELAY` says
+///   otherwise. By default it waits and purges only when the same thread allocates again, so what
+///   threads that then go idle freed (the compile threads at start-up, a burst's worker heaps)
+///   stayed resident: 40 to 70 MiB of the wasm host, measured (docs/benchmarks.md).
+/// - The process takes no transparent huge pages, unless `MIMALLOC_ALLOW_THP` is set. mimalloc
+///   asks for them on its arena, reserved before `main`; where the kernel grants them on request
+///   (`madvise`, Debian's default) a 2 MiB page stays resident while any 4 KiB of it is in use:
+///   the idle wasm host held 85 to 88 MiB with them, 48 to 50 MiB without (docs/decisions.md).
 pub fn release_freed_memory_promptly() {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
         // SAFETY: sets an allocator option; mimalloc reads options atomically.
         unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
+    }
+    #[cfg(target_os = "linux")]
+    if std::env::var_os("MIMALLOC_ALLOW_THP").is_none() {
+        if let Err(error) = nix::sys::prctl::set_thp_disable(true) {
+            tracing::debug!(%error, "could not turn transparent huge pages off");
+        }
     }
 }
 
@@ -151,6 +162,23 @@ mod allocator_tests {
     fn purge_delay_read_from_the_environment() {
         // SAFETY: reads an allocator option.
         assert_eq!(unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) }, 4321);
+    }
+
+    /// What a service sets at start-up holds: no purge delay, and the kernel gives the process
+    /// no transparent huge pages.
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn start_up_purges_at_once_and_takes_no_huge_pages() {
+        super::release_freed_memory_promptly();
+        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+            // SAFETY: reads an allocator option.
+            assert_eq!(unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) }, 0);
+        }
+        if std::env::var_os("MIMALLOC_ALLOW_THP").is_none() {
+            assert!(nix::sys::prctl::get_thp_disable().unwrap(), "transparent huge pages still allowed");
+            let status = std::fs::read_to_string("/proc/self/status").unwrap();
+            assert!(status.lines().any(|line| line.split_whitespace().eq(["THP_enabled:", "0"])), "/proc/self/status:\n{status}");
+        }
     }
 
     #[test]
