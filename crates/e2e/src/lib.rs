@@ -617,19 +617,19 @@ pub fn raise_open_files_limit() -> u64 {
     hard.max(soft)
 }
 
+/// One field of `/proc/<pid>/status` (`name` without its colon), trimmed.
+fn proc_status_field(pid: u32, name: &str) -> Option<String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("reading /proc/<pid>/status");
+    status.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(':').map(|value| value.trim().to_owned()))
+}
+
 /// Whether the kernel may give a process transparent huge pages (`THP_enabled` in
 /// `/proc/<pid>/status`).
 pub fn thp_enabled(pid: u32) -> bool {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("reading /proc/<pid>/status");
-    status.lines().find_map(|line| line.strip_prefix("THP_enabled:")).map(|value| value.trim() != "0").expect("THP_enabled in /proc/<pid>/status (Linux 5.0 or later)")
+    proc_status_field(pid, "THP_enabled").expect("THP_enabled in /proc/<pid>/status (Linux 5.0 or later)") != "0"
 }
 
 /// A process's resident memory in KiB (`VmRSS` in `/proc/<pid>/status`).
 pub fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("reading /proc/<pid>/status");
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/<pid>/status")
+    proc_status_field(pid, "VmRSS").and_then(|value| value.trim_end_matches("kB").trim().parse().ok()).expect("VmRSS in /proc/<pid>/status")
 }
