@@ -5,8 +5,6 @@
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 
-use unicode_normalization::char::is_combining_mark;
-use unicode_normalization::UnicodeNormalization;
 use vote_core::{integer_value, parse_json_object, scalar, text_value, Scalar};
 
 use crate::http::Reply;
@@ -100,7 +98,14 @@ pub fn pick(name: &str, given: &str, options: &[&'static str]) -> Result<&'stati
 /// Lower case, accents dropped, white space trimmed and folded: "  Sacatepéquez " and
 /// "sacatepequez" fold alike.
 pub fn fold(text: &str) -> String {
-    let words: Vec<String> = text.split_whitespace().map(|word| word.nfd().filter(|c| !is_combining_mark(*c)).collect::<String>().to_lowercase()).collect();
+    let words: Vec<String> = text
+        .split_whitespace()
+        .map(|word| {
+            let mut bare = String::with_capacity(word.len());
+            vote_core::unicode::push_without_marks(word, &mut bare);
+            bare.to_lowercase()
+        })
+        .collect();
     words.join(" ")
 }
 

@@ -19,6 +19,7 @@ pub mod idempotency;
 pub mod input;
 pub mod rest;
 pub mod rules;
+pub mod unicode;
 
 /// The message types generated from `proto/votes.proto` (package `votes.v1`).
 pub mod proto {

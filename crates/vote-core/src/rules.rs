@@ -2,9 +2,6 @@
 
 use std::fmt;
 
-use unicode_general_category::{get_general_category, GeneralCategory};
-use unicode_normalization::UnicodeNormalization;
-
 use crate::input::{Scalar, VoteInput};
 
 /// The longest band or album name accepted, in UTF-8 bytes after normalisation.
@@ -88,7 +85,7 @@ pub fn normalise_text(raw: &str) -> String {
         if !out.is_empty() {
             out.push(' ');
         }
-        out.extend(word.nfc());
+        crate::unicode::push_nfc(word, &mut out);
     }
     out
 }
@@ -131,7 +128,7 @@ pub fn text_value(value: &Scalar, max_bytes: usize) -> Result<String, String> {
 /// are refused rather than stripped: they render like another band's name and would spoof the
 /// results, and a voter who did not mean them is better told than silently changed.
 pub fn is_invisible_format(c: char) -> bool {
-    get_general_category(c) == GeneralCategory::Format
+    crate::unicode::is_format(c)
 }
 
 /// Reads an integer sent either as a JSON number or as a string of decimal digits.

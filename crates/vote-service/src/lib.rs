@@ -34,7 +34,7 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 ///   asks for them on its arena, reserved before `main`; where the kernel grants them on request
 ///   (`madvise`, Debian's default) a 2 MiB page stays resident while any 4 KiB of it is in use:
 ///   the idle wasm host held 85 to 88 MiB with them, 48 to 50 MiB without (docs/decisions.md).
-pub fn release_freed_memory_promptly() {
+pub fn keep_resident_memory_low() {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
         // SAFETY: sets an allocator option; mimalloc reads options atomically.
         unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
@@ -49,10 +49,10 @@ pub fn release_freed_memory_promptly() {
 
 /// Sets up `tracing` with the `RUST_LOG` filter (default `info`), raises the open-files limit to
 /// its hard limit so the listeners' connection bounds, not file descriptors, decide when clients
-/// are turned away, and has the allocator give freed memory back at once
-/// ([`release_freed_memory_promptly`]).
+/// are turned away, and keeps the allocator's resident memory low
+/// ([`keep_resident_memory_low`]).
 pub fn init_logging() {
-    release_freed_memory_promptly();
+    keep_resident_memory_low();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
@@ -169,7 +169,7 @@ mod allocator_tests {
     #[test]
     #[cfg(target_os = "linux")]
     fn start_up_purges_at_once_and_takes_no_huge_pages() {
-        super::release_freed_memory_promptly();
+        super::keep_resident_memory_low();
         if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
             // SAFETY: reads an allocator option.
             assert_eq!(unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) }, 0);
