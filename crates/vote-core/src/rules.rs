@@ -141,7 +141,10 @@ fn integer(field: Field, value: Option<&Scalar>) -> Result<i64, VoteError> {
 /// digits (the seeds send strings), whole and within `i64`; else why not.
 pub fn integer_value(value: &Scalar) -> Result<i64, String> {
     match value {
-        Scalar::Number(n) => n.as_i64().ok_or_else(|| format!("must be a whole number, not {n}")),
+        Scalar::Number(n) => n.as_i64().ok_or_else(|| match n.as_u64() {
+            Some(big) => format!("{big} is out of range"),
+            None => format!("must be a whole number, not {n}"),
+        }),
         Scalar::Text(s) => {
             let trimmed = s.trim();
             if trimmed.is_empty() {
@@ -224,6 +227,15 @@ mod tests {
         assert_eq!(check(r#"{"name":"b","album":"\t\n","year":2000,"rank":1}"#).unwrap_err().field, Field::Album);
         assert_eq!(check(r#"{"name":"b","album":"a","rank":1}"#).unwrap_err().field, Field::Year);
         assert_eq!(check(r#"{"name":"b","album":"a","year":"2000"}"#).unwrap_err().field, Field::Rank);
+    }
+
+    #[test]
+    fn names_numbers_that_are_not_whole_or_too_large() {
+        // A whole number over i64 was once called "not a whole number".
+        let reason = |json: &str| check(json).unwrap_err().reason;
+        assert_eq!(reason(r#"{"name":"b","album":"a","year":2000,"rank":1.5}"#), "must be a whole number, not 1.5");
+        assert_eq!(reason(r#"{"name":"b","album":"a","year":2000,"rank":-2.25e300}"#), "must be a whole number, not -2.25e+300");
+        assert_eq!(reason(r#"{"name":"b","album":"a","year":2000,"rank":18446744073709551615}"#), "18446744073709551615 is out of range");
     }
 
     #[test]
