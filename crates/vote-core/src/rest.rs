@@ -7,6 +7,10 @@
 //! ([`too_large`] otherwise); [`prepare_one`] (or [`Batch::prepare`]) validates and builds the
 //! event(s); the caller publishes them; [`published`] (or [`Batch::answer`]) builds the reply.
 
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
 use crate::proto::VoteEvent;
 use crate::{encode_event, new_event, now_ms, parse_json_vote, parse_json_votes, validate, IdempotencyKey, Path, ValidVote, VoteError, VoteInput};
 
@@ -30,18 +34,59 @@ pub struct Reply {
 
 impl Reply {
     /// A JSON reply.
-    pub fn json(status: u16, value: &serde_json::Value) -> Self {
-        Self { status, headers: Vec::new(), body: value.to_string().into_bytes() }
+    pub fn json(status: u16, value: &impl Serialize) -> Self {
+        // Encoding a map of strings and numbers into a Vec cannot fail.
+        Self { status, headers: Vec::new(), body: serde_json::to_vec(value).unwrap_or_default() }
     }
 
     /// A JSON error naming the field (or `body`) and the reason.
     pub fn error(status: u16, field: &str, reason: &str) -> Self {
-        Self::json(status, &serde_json::json!({ "error": reason, "field": field }))
+        Answer::error(status, field, reason).reply()
     }
 
     pub fn with_header(mut self, name: &str, value: &str) -> Self {
         self.headers.push((name.to_owned(), value.to_owned()));
         self
+    }
+}
+
+/// A member of a reply body: text, a whole number, or a batch's list of bodies. The replies are
+/// built from these rather than `serde_json::Value`, whose numbers may be floats: its float
+/// formatter (17 KiB of tables) would sit in the memory of every guest instance.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Member {
+    Text(String),
+    Whole(i64),
+    Bodies(Vec<Body>),
+}
+
+/// A reply body: a JSON object, its members in name order.
+pub type Body = BTreeMap<&'static str, Member>;
+
+/// A reply before it is encoded, so a batch can gather each item's body.
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Body,
+}
+
+impl Answer {
+    fn new(status: u16, body: Body) -> Self {
+        Self { status, headers: Vec::new(), body }
+    }
+
+    fn error(status: u16, field: &str, reason: &str) -> Self {
+        Self::new(status, Body::from([("error", Member::Text(reason.to_owned())), ("field", Member::Text(field.to_owned()))]))
+    }
+
+    fn with_header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    fn reply(self) -> Reply {
+        Reply { headers: self.headers, ..Reply::json(self.status, &self.body) }
     }
 }
 
@@ -120,7 +165,7 @@ pub fn route(method: &str, path: &str) -> Endpoint {
 
 /// The reply to `GET /.well-known/component`.
 pub fn identity(policy: &dyn Policy) -> Reply {
-    Reply::json(200, &serde_json::json!({ "producer": policy.producer() }))
+    Reply::json(200, &Body::from([("producer", Member::Text(policy.producer().to_owned()))]))
 }
 
 /// The request headers a REST producer reads.
@@ -142,7 +187,11 @@ impl RequestHead {
 }
 
 fn invalid(error: &VoteError) -> Reply {
-    Reply::error(400, error.field.as_str(), &error.reason)
+    invalid_answer(error).reply()
+}
+
+fn invalid_answer(error: &VoteError) -> Answer {
+    Answer::error(400, error.field.as_str(), &error.reason)
 }
 
 /// The `413` for a body over `limit` bytes.
@@ -202,33 +251,36 @@ pub fn published(event: &VoteEvent, outcome: Result<Ack, PublishError>, key: Opt
 /// [`published`] for any message: `202` with its id (named `item.id_field`), partition and
 /// offset; a refusal `502`; not stored or maybe stored `503` with `Retry-After`.
 pub fn published_item(item: Item, id: &str, outcome: Result<Ack, PublishError>, key: Option<&IdempotencyKey>) -> Reply {
+    published_answer(item, id, outcome, key).reply()
+}
+
+/// [`published_item`] before it is encoded.
+fn published_answer(item: Item, id: &str, outcome: Result<Ack, PublishError>, key: Option<&IdempotencyKey>) -> Answer {
     let noun = item.noun;
     let reason = match outcome {
         Ok(ack) => {
-            let mut body = serde_json::json!({ "partition": ack.partition, "offset": ack.offset });
-            body[item.id_field] = id.into();
-            return Reply::json(202, &body);
+            let body = Body::from([
+                ("partition", Member::Whole(ack.partition.into())),
+                ("offset", Member::Whole(ack.offset)),
+                (item.id_field, Member::Text(id.to_owned())),
+            ]);
+            return Answer::new(202, body);
         }
-        Err(PublishError::Refused(reason)) => return Reply::error(502, "broker", &format!("the broker refused the {noun}: {reason}")),
+        Err(PublishError::Refused(reason)) => return Answer::error(502, "broker", &format!("the broker refused the {noun}: {reason}")),
         Err(PublishError::Overloaded(reason)) => format!("overloaded: the {noun} was not stored, retry shortly ({reason})"),
         Err(PublishError::Unavailable(reason)) => format!("the {noun} was not stored, try again ({reason})"),
         Err(PublishError::Indeterminate(reason)) => {
-            let mut body = serde_json::json!({
-                "error": format!("{} ({reason})", crate::maybe_stored_advice_for(noun, key.is_some())),
-                "field": "broker",
-            });
-            body[item.id_field] = id.into();
+            let mut answer = Answer::error(503, "broker", &format!("{} ({reason})", crate::maybe_stored_advice_for(noun, key.is_some())));
+            answer.body.insert(item.id_field, Member::Text(id.to_owned()));
+            answer = answer.with_header("retry-after", RETRY_AFTER_SECONDS);
             if let Some(key) = key {
-                body["idempotency_key"] = key.as_str().into();
+                answer.body.insert("idempotency_key", Member::Text(key.as_str().to_owned()));
+                answer = answer.with_header(crate::IDEMPOTENCY_KEY_HEADER, key.as_str());
             }
-            let reply = Reply::json(503, &body).with_header("retry-after", RETRY_AFTER_SECONDS);
-            return match key {
-                Some(key) => reply.with_header(crate::IDEMPOTENCY_KEY_HEADER, key.as_str()),
-                None => reply,
-            };
+            return answer;
         }
     };
-    Reply::error(503, "broker", &reason).with_header("retry-after", RETRY_AFTER_SECONDS)
+    Answer::error(503, "broker", &reason).with_header("retry-after", RETRY_AFTER_SECONDS)
 }
 
 /// A checked `POST /votes/batch`: every item validated, the valid ones to publish together.
@@ -265,23 +317,24 @@ impl Batch {
         let mut results = Vec::with_capacity(self.checked.len());
         let (mut accepted, mut unavailable) = (0usize, 0usize);
         for item in &self.checked {
-            let reply = match item {
+            let answer = match item {
                 Ok(event) => {
                     let outcome = outcomes.next().unwrap_or_else(|| Err(PublishError::Refused("the publisher answered fewer items".into())));
-                    published(event, outcome, self.key.as_ref())
+                    published_answer(VOTE, &event.vote_id, outcome, self.key.as_ref())
                 }
-                Err(error) => invalid(error),
+                Err(error) => invalid_answer(error),
             };
-            match reply.status {
+            match answer.status {
                 202 => accepted += 1,
                 503 => unavailable += 1,
                 _ => {}
             }
-            let mut body: serde_json::Value = serde_json::from_slice(&reply.body).unwrap_or_default();
-            body["status"] = reply.status.into();
+            let mut body = answer.body;
+            body.insert("status", Member::Whole(answer.status.into()));
             results.push(body);
         }
-        let summary = serde_json::json!({ "accepted": accepted, "rejected": self.checked.len() - accepted, "results": results });
+        let count = |n: usize| Member::Whole(i64::try_from(n).unwrap_or(i64::MAX));
+        let summary = Body::from([("accepted", count(accepted)), ("rejected", count(self.checked.len() - accepted)), ("results", Member::Bodies(results))]);
         if unavailable == self.checked.len() {
             return Reply::json(503, &summary).with_header("retry-after", RETRY_AFTER_SECONDS);
         }
@@ -333,6 +386,37 @@ mod tests {
         let refused = prepare_one(br#"{"name":"","album":"Conquista","year":"1986","rank":1}"#, None, &Plain).unwrap_err();
         assert_eq!(refused.status, 400);
         assert!(String::from_utf8(refused.body).unwrap().contains("\"field\":\"name\""));
+    }
+
+    #[test]
+    fn reply_bodies_are_the_json_clients_read() {
+        let text = |reply: &Reply| String::from_utf8(reply.body.clone()).unwrap();
+        let accepted = published_item(VOTE, "v-1", Ok(Ack { partition: 3, offset: 42 }), None);
+        assert_eq!((accepted.status, text(&accepted)), (202, r#"{"offset":42,"partition":3,"vote_id":"v-1"}"#.to_owned()));
+        let key = IdempotencyKey::parse("retry-me").unwrap();
+        let maybe = published_item(VOTE, "v-2", Err(PublishError::Indeterminate("timed out".into())), Some(&key));
+        let body: serde_json::Value = serde_json::from_slice(&maybe.body).unwrap();
+        assert_eq!((maybe.status, &body["field"], &body["vote_id"], &body["idempotency_key"]), (503, &"broker".into(), &"v-2".into(), &"retry-me".into()));
+        assert!(body["error"].as_str().unwrap().ends_with("(timed out)"), "{body}");
+        assert_eq!(maybe.headers, [("retry-after".to_owned(), RETRY_AFTER_SECONDS.to_owned()), (crate::IDEMPOTENCY_KEY_HEADER.to_owned(), "retry-me".to_owned())]);
+        assert_eq!(text(&identity(&Plain)), r#"{"producer":"test@0"}"#);
+        assert_eq!(text(&Reply::error(404, "path", "no \"such\" endpoint")), r#"{"error":"no \"such\" endpoint","field":"path"}"#);
+
+        let body = br#"[{"name":"Legion","album":"Legion","year":1989,"rank":1},{"name":"","album":"x","year":1989,"rank":1}]"#;
+        let batch = Batch::prepare(body, None, &Plain).unwrap();
+        let vote_id = batch.events().next().unwrap().vote_id.clone();
+        let answer: serde_json::Value = serde_json::from_slice(&batch.answer(vec![Ok(Ack { partition: 0, offset: 7 })]).body).unwrap();
+        assert_eq!(
+            answer,
+            serde_json::json!({
+                "accepted": 1,
+                "rejected": 1,
+                "results": [
+                    { "offset": 7, "partition": 0, "vote_id": vote_id, "status": 202 },
+                    { "error": "must not be empty", "field": "name", "status": 400 },
+                ],
+            })
+        );
     }
 
     #[test]
