@@ -389,7 +389,7 @@ def report(machine_info, bench, locust, rss, files, args):
             f"{rss['accepted']:,} accepted): **{rss['rss_mib']:.0f} MiB** resident "
             f"(before they opened: {rss['rss_idle_mib']:.0f} MiB)."
             + (" Where it is: " + ", ".join(f"{k} {v:.0f} MiB" for k, v in rss["breakdown_mib"].items()) + "." if rss.get("breakdown_mib") else "")
-            + (f" RSS counts a page once per mapping: every instance slot ever used maps its component's whole memory image (the guest's data, 85 KiB for the vote component, shared), and the"
+            + (f" RSS counts a page once per mapping: every instance slot ever used maps its component's whole memory image (the guest's data, shared), and the"
                f" code is shared with the other `votes-host` processes; the proportional share (PSS), what the host costs the machine, was"
                f" **{rss['pss_mib']:.0f} MiB**." if rss.get("pss_mib") else ""),
         ]
