@@ -35,7 +35,7 @@ pub struct Reply {
 impl Reply {
     /// A JSON reply.
     pub fn json(status: u16, value: &impl Serialize) -> Self {
-        // Encoding a map of strings and numbers into a Vec cannot fail.
+        // Encoding a `Body` or a `serde_json::Value` (string keys only) into a Vec cannot fail.
         Self { status, headers: Vec::new(), body: serde_json::to_vec(value).unwrap_or_default() }
     }
 

@@ -52,10 +52,11 @@ pub fn keep_resident_memory_low() {
 /// are turned away, and keeps the allocator's resident memory low
 /// ([`keep_resident_memory_low`]).
 pub fn init_logging() {
-    keep_resident_memory_low();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    // After the subscriber, so that a failure to turn huge pages off is logged.
+    keep_resident_memory_low();
     match listen::raise_open_files_limit() {
         Ok(limit) => tracing::debug!(limit, "open files limit"),
         Err(error) => tracing::warn!(%error, "could not raise the open files limit"),
