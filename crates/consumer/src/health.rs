@@ -41,6 +41,8 @@ struct State {
     notices: Vec<String>,
     /// RabbitMQ streams whose node does not answer: since when, and why.
     streams_down: std::collections::BTreeMap<String, (Instant, String)>,
+    /// Messages behind on partitions no live member consumes, and since when none moved.
+    orphaned: Option<(i64, Instant)>,
 }
 
 /// The most notices kept; older ones are dropped first.
@@ -56,7 +58,7 @@ pub struct Health {
 
 impl Health {
     pub fn new(stall_after: Duration) -> Self {
-        let state = State { last_progress: Instant::now(), lag: 0, lag_since: None, redis_down_since: None, mongo_down_since: None, starting: Some("connecting to the stores".to_owned()), blocked: None, notices: Vec::new(), streams_down: Default::default() };
+        let state = State { last_progress: Instant::now(), lag: 0, lag_since: None, redis_down_since: None, mongo_down_since: None, starting: Some("connecting to the stores".to_owned()), blocked: None, notices: Vec::new(), streams_down: Default::default(), orphaned: None };
         Self { state: Arc::new(Mutex::new(state)), stall_after }
     }
 
@@ -109,6 +111,17 @@ impl Health {
         }
     }
 
+    /// How long a stall is tolerated before `/healthz` says so.
+    pub fn stall_after(&self) -> Duration {
+        self.stall_after
+    }
+
+    /// Messages behind on partitions of the group that this member does not own and whose
+    /// committed offsets have not moved since `since` (`None`: there are none).
+    pub fn set_orphaned(&self, orphaned: Option<(i64, Instant)>) {
+        self.state().orphaned = orphaned;
+    }
+
     /// Whether a store answered its last probe (or write).
     pub fn store_reachable(&self, store: Store, reachable: bool) {
         let mut state = self.state();
@@ -155,6 +168,9 @@ impl Health {
         }
         if let Some((stream, (since, why))) = state.streams_down.iter().find(|(_, (since, _))| now - *since >= self.stall_after) {
             return Err(format!("cannot read rabbitmq stream {stream} for {}s: {why}", (now - *since).as_secs()));
+        }
+        if let Some((lag, since)) = state.orphaned.filter(|(_, since)| now - *since >= self.stall_after) {
+            return Err(format!("{lag} messages behind on partitions no member has consumed for {}s (rejoining the group)", (now - since).as_secs()));
         }
         if let Some(lag_since) = state.lag_since {
             let stalled_for = now - state.last_progress.max(lag_since);
@@ -218,6 +234,17 @@ mod tests {
         health.set_lag(0);
         std::thread::sleep(Duration::from_millis(60));
         assert!(health.verdict().is_ok(), "idle without lag is healthy");
+    }
+
+    #[test]
+    fn unconsumed_partitions_of_the_group_turn_unhealthy_after_the_bound() {
+        let health = started(Duration::from_millis(50));
+        health.set_orphaned(Some((500, Instant::now())));
+        assert!(health.verdict().is_ok(), "a fresh standstill is not a stall");
+        health.set_orphaned(Some((500, Instant::now() - Duration::from_millis(60))));
+        assert!(health.verdict().unwrap_err().contains("500 messages behind on partitions no member has consumed"));
+        health.set_orphaned(None);
+        assert!(health.verdict().is_ok());
     }
 
     #[test]

@@ -70,6 +70,31 @@ async fn a_consumer_killed_before_its_commit_counts_nothing_twice() {
     assert_eq!(stack.counts(vote_store::keys::BANDS).await.values().sum::<u64>(), 1000);
 }
 
+/// A consumer SIGKILLed and replaced as its session (10 s) runs out, as a restarting pod or
+/// `votectl up` may: Tansu 0.6 then leaves the replacement with no partitions, waiting on the dead
+/// leader, while the votes pile up (before the fix: 500 votes uncounted after 90 s). The
+/// replacement sees that no member moves those partitions, says so in `/healthz`, rejoins the
+/// group and counts every vote once.
+#[tokio::test]
+async fn a_consumer_replaced_after_a_kill_takes_its_partitions_over() {
+    let stack = TestStack::start().await;
+    stack.start_producer(&[]).await;
+    let stall = ["--stall-secs", "5"];
+    stack.start_consumer("killed", &stall).await;
+    stack.cast_all(valid_votes(500)).await;
+    stack.wait_for_counts(500, Duration::from_secs(60)).await;
+    stack.supervisor.kill("killed").unwrap();
+    // The replacement joins as the dead member's session runs out: Tansu then leaves it waiting.
+    tokio::time::sleep(Duration::from_secs(9)).await;
+
+    let port = stack.start_consumer("replacement", &stall).await;
+    stack.cast_all(valid_votes(500)).await;
+    stack.wait_for_counts(1000, Duration::from_secs(90)).await;
+    assert_eq!(stack.total().await, 1000);
+    assert_eq!(stack.logged().await, 1000);
+    assert!(metric(port, "consumer_votes_counted_total").await > 0.0, "the replacement counted the new votes");
+}
+
 /// Two consumers in one group share the partitions; together they count every vote once.
 #[tokio::test]
 async fn two_consumers_in_one_group_split_the_work() {
