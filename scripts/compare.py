@@ -27,9 +27,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-NAMES = {"rest": "wasm REST", "rest-reuse": "wasm REST, instance reuse", "native": "native REST", "grpc": "gRPC"}
-# The paths in the order the report lists them; `rest-reuse` is a second wasm host the bench starts.
-ORDER = ("rest", "rest-reuse", "native", "grpc")
+NAMES = {
+    "rest": "wasm REST",
+    "rest-wasi-http": "wasm REST through wasi:http",
+    "rest-reuse": "wasm REST, instance reuse",
+    "native": "native REST",
+    "grpc": "gRPC",
+}
+# The paths in the order the report lists them; `rest-wasi-http` and `rest-reuse` are wasm hosts
+# the bench starts beside the stack's.
+ORDER = ("rest", "rest-wasi-http", "rest-reuse", "native", "grpc")
 
 
 def say(message):
@@ -279,8 +286,12 @@ def report(machine_info, bench, locust, rss, files, args):
         "## The three paths",
         "",
         "- **wasm REST**: `POST /votes` (HTTP/1.1, JSON) to `votes-host`, which runs the `vote-rest`",
-        "  component in a fresh wasmtime instance per request; the component publishes through the",
-        "  host's `votes:platform/publisher` import.",
+        "  component in a fresh wasmtime instance per request, entered in one call through its",
+        "  `votes:platform/handler` export; the component publishes through the host's",
+        "  `votes:platform/publisher` import.",
+        "- **wasm REST through wasi:http**: a second `votes-host`, started by the bench for the run,",
+        "  serving the same component the same way but through its `wasi:http/incoming-handler`",
+        "  export (`--wasi-http-only`), as the host did before the one-call handler.",
         "- **wasm REST, instance reuse**: a second `votes-host`, started by the bench for the run, serving",
         "  the same component with `--instance-reuse 128`: an instance that answered without trapping",
         "  serves up to 128 requests in turn (isolation between requests is weaker; off by default).",
@@ -303,7 +314,7 @@ def report(machine_info, bench, locust, rss, files, args):
         "| path | median votes/s | p50 ms | p99 ms | CPU µs per vote (whole stack) | producer's own CPU µs per vote |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
-    own = {"rest": "wasm-host", "rest-reuse": "reuse-host", "native": "native-host", "grpc": "grpc-producer"}
+    own = {"rest": "wasm-host", "rest-wasi-http": "wasi-http-host", "rest-reuse": "reuse-host", "native": "native-host", "grpc": "grpc-producer"}
     swept = [n for n in ORDER if any(p == n for p, _ in sweep)]
     for name in ORDER:
         if name not in paths:
@@ -318,6 +329,7 @@ def report(machine_info, bench, locust, rss, files, args):
         "",
         f"Ratios of the median rounds: wasm REST / native REST **{pct(ratios.get('rest/native', 0))}**, "
         f"wasm REST / gRPC **{pct(ratios.get('rest/grpc', 0))}**, native REST / gRPC **{pct(ratios.get('native/grpc', 0))}**"
+        + (f"; through wasi:http, wasm REST / native REST **{pct(ratios['rest-wasi-http/native'])}** and one call / wasi:http **{pct(ratios['rest/rest-wasi-http'])}**" if "rest-wasi-http/native" in ratios else "")
         + (f"; with instance reuse, wasm REST / native REST **{pct(ratios['rest-reuse/native'])}** and reuse / fresh instances **{pct(ratios['rest-reuse/rest'])}**." if "rest-reuse/native" in ratios else "."),
         f"Exactly once: the producers accepted {bench['accepted']:,} votes, the consumer counted {bench['counted']:,}.",
         "",

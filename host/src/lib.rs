@@ -10,7 +10,8 @@
 //!    timeouts, requests in flight; a fast `503` with `Retry-After` when full), reads its body,
 //!    routes it to its component, takes a place in that component's share, takes the serving
 //!    version from its [`registry`], and runs it in a fresh `Store` (pooling allocator, the
-//!    component's memory cap and deadline) from [`runtime`].
+//!    component's memory cap and deadline) from [`runtime`], entered as [`entry`] says: in one
+//!    call through the component's `votes:platform/handler` export, or through `wasi:http`.
 //! 2. The component calls the `votes:platform/publisher` import, implemented in [`publisher`]
 //!    with the same idempotent, acks=all Kafka settings as the gRPC producer.
 //! 3. The reply streams back with the serving version in `x-component-version`; [`metrics`]
@@ -28,6 +29,7 @@
 pub mod admin;
 pub mod app;
 pub mod deploy_auth;
+pub mod entry;
 pub mod fleet;
 pub mod metrics;
 pub mod native;

@@ -98,6 +98,11 @@ struct Args {
     /// instance's memory); an instance whose request trapped or timed out is never reused.
     #[arg(long, env = "VOTES_HOST_INSTANCE_REUSE", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=vote_platform::manifest::MAX_INSTANCE_REUSE as i64))]
     instance_reuse: u32,
+    /// Serve every component through `wasi:http/incoming-handler`, even one that exports the
+    /// one-call `votes:platform/handler` (which the host otherwise prefers: one call per request
+    /// instead of some 25); to measure or test the `wasi:http` path.
+    #[arg(long, env = "VOTES_HOST_WASI_HTTP_ONLY")]
+    wasi_http_only: bool,
     /// How many HTTP connections may be open at once; when full, the connection idle the longest
     /// (or that never sent a request) is closed to make room, and with none idle a new one gets
     /// 503 and is closed.
@@ -269,7 +274,7 @@ async fn main() -> anyhow::Result<()> {
         keep_resident_bytes: args.pool_keep_resident_kib * 1024,
     };
     let metrics = if args.native { Metrics::for_path(vote_core::Path::Native.as_str()) } else { Metrics::new() };
-    let runtime = Arc::new(Runtime::new(limits.clone(), brokers)?.count_votes(metrics.votes.clone(), metrics.publish_refused.clone()));
+    let runtime = Arc::new(Runtime::new(limits.clone(), brokers)?.count_votes(metrics.votes.clone(), metrics.publish_refused.clone()).wasi_http_only(args.wasi_http_only));
     let source = match (&args.manifest, &args.component) {
         (Some(path), _) => Source::Manifest { path: path.clone(), component_dir: args.component_dir.clone() },
         (None, Some(path)) => Source::Single(path.clone()),

@@ -64,7 +64,7 @@ impl NativeRest {
     }
 
     /// Answers one request whose body the server has read (within its own cap).
-    pub async fn handle(&self, request: Request<Full<Bytes>>, received: Instant) -> Response<HyperOutgoingBody> {
+    pub async fn handle(&self, request: Request<Bytes>, received: Instant) -> Response<HyperOutgoingBody> {
         let (head, body) = request.into_parts();
         let endpoint = rest::route(head.method.as_str(), head.uri.path());
         let reply = match endpoint {
@@ -76,7 +76,6 @@ impl NativeRest {
                     idempotency_key: header(IDEMPOTENCY_KEY_HEADER),
                 };
                 let limit = endpoint.body_limit();
-                let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
                 match rest::check_head(&request_head, limit) {
                     Err(reply) => reply,
                     Ok(_) if body.len() > limit => rest::too_large(limit),

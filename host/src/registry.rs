@@ -6,15 +6,15 @@ use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
-use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use crate::metrics::Metrics;
 use crate::reuse::IdleInstances;
-use crate::runtime::{HostState, Policy, Runtime};
+use crate::runtime::{Policy, Runtime};
+use crate::entry::Entry;
 use crate::serve::call_component;
 
 /// A compiled, checked component ready to serve.
@@ -25,7 +25,8 @@ pub struct Loaded {
     pub digest: String,
     pub size: usize,
     pub loaded_at: SystemTime,
-    pub pre: ProxyPre<HostState>,
+    /// How requests enter it: its one-call handler, or `wasi:http`.
+    pub entry: Entry,
     /// Its idle instances, when its component reuses instances.
     pub idle: Arc<IdleInstances>,
 }
@@ -91,19 +92,19 @@ impl Registry {
         let size = bytes.len();
         let digest = digest(&bytes);
         let compile_runtime = runtime.clone();
-        let pre = tokio::task::spawn_blocking(move || -> Result<ProxyPre<HostState>, DeployError> {
+        let entry = tokio::task::spawn_blocking(move || -> Result<Entry, DeployError> {
             let _hold = hold;
             if !is_component_binary(&bytes) {
                 return Err(DeployError::NotAComponent("the bytes are not a component binary (a core module or something else)".into()));
             }
             let component = Component::new(&compile_runtime.engine, &bytes).map_err(|e| DeployError::NotAComponent(format!("{e:#}")))?;
             let instance_pre = compile_runtime.linker.instantiate_pre(&component).map_err(|e| DeployError::WrongWorld(format!("{e:#}")))?;
-            ProxyPre::new(instance_pre).map_err(|e| DeployError::WrongWorld(format!("{e:#}")))
+            Entry::new(instance_pre, compile_runtime.wasi_http_only).map_err(|e| DeployError::WrongWorld(format!("{e:#}")))
         })
         .await
         .map_err(|e| DeployError::Check(e.to_string()))??;
-        let version = identify(runtime, &pre).await?.unwrap_or_else(|| digest[..19].to_owned());
-        Ok(Loaded { version, digest, size, loaded_at: SystemTime::now(), pre, idle: Arc::default() })
+        let version = identify(runtime, &entry).await?.unwrap_or_else(|| digest[..19].to_owned());
+        Ok(Loaded { version, digest, size, loaded_at: SystemTime::now(), entry, idle: Arc::default() })
     }
 
     /// Makes `loaded` the serving component; the old one becomes the rollback target.
@@ -172,11 +173,9 @@ fn is_component_binary(bytes: &[u8]) -> bool {
 
 /// Asks the component `GET /.well-known/component`; a producer answers `{"producer": "name@version"}`.
 /// A component that traps on it is refused; one that answers something else keeps its digest.
-async fn identify(runtime: &Runtime, pre: &ProxyPre<HostState>) -> Result<Option<String>, DeployError> {
-    let request = hyper::Request::get("http://localhost/.well-known/component")
-        .body(Full::new(Bytes::new()).map_err(|never: std::convert::Infallible| -> wasmtime_wasi_http::Error { match never {} }))
-        .expect("a valid request");
-    let response = call_component(runtime, &Policy::check(&runtime.limits), pre, None, request, None, ()).await.map_err(|e| DeployError::Check(e.to_string()))?;
+async fn identify(runtime: &Runtime, entry: &Entry) -> Result<Option<String>, DeployError> {
+    let request = hyper::Request::get("http://localhost/.well-known/component").body(Bytes::new()).expect("a valid request");
+    let response = call_component(runtime, &Policy::check(&runtime.limits), entry, None, request, None, ()).await.map_err(|e| DeployError::Check(e.to_string()))?;
     if !response.status().is_success() {
         return Ok(None);
     }

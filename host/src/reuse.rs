@@ -8,8 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use wasmtime::Store;
-use wasmtime_wasi_http::p2::bindings::Proxy;
-
+use crate::entry::Bound;
 use crate::runtime::HostState;
 
 /// The most idle instances one component version keeps (what `wasmtime serve` and Spin keep busy
@@ -19,7 +18,7 @@ pub const MAX_IDLE: usize = 16;
 /// An instance that served `served` requests and may serve more.
 pub struct Warm {
     pub store: Store<HostState>,
-    pub proxy: Proxy,
+    pub instance: Bound,
     pub served: u32,
 }
 

@@ -98,6 +98,9 @@ pub struct Runtime {
     publisher: vote_rabbit::Brokers,
     votes: Option<VoteMetrics>,
     refusals: Option<prometheus::IntCounterVec>,
+    /// Serve every component through `wasi:http`, even one exporting the one-call handler
+    /// (`--wasi-http-only`, to measure or test that path).
+    pub wasi_http_only: bool,
 }
 
 impl Runtime {
@@ -126,7 +129,7 @@ impl Runtime {
         let engine = Engine::new(&config)?;
         let linker = Self::linker(&engine)?;
         spawn_epoch_ticker(&engine);
-        Ok(Self { engine, linker, limits, publisher, votes: None, refusals: None })
+        Ok(Self { engine, linker, limits, publisher, votes: None, refusals: None, wasi_http_only: false })
     }
 
     /// The publishers: which topics live on RabbitMQ.
@@ -140,6 +143,12 @@ impl Runtime {
     pub fn count_votes(mut self, votes: VoteMetrics, refusals: prometheus::IntCounterVec) -> Self {
         self.votes = Some(votes);
         self.refusals = Some(refusals);
+        self
+    }
+
+    /// Serves every component through `wasi:http` (see [`crate::entry`]).
+    pub fn wasi_http_only(mut self, only: bool) -> Self {
+        self.wasi_http_only = only;
         self
     }
 

@@ -16,11 +16,13 @@ use tokio::sync::OwnedSemaphorePermit;
 use vote_service::listen::{Listener, ServeHttp};
 use vote_service::Shutdown;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
-use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime::Store;
+use wasmtime_wasi_http::p2::bindings::Proxy;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::WasiHttpView;
 
 use crate::app::{Application, Hosted};
+use crate::entry::{Bound, Entry};
 use crate::metrics::Metrics;
 use crate::reuse::{IdleInstances, Warm};
 use crate::runtime::{HostState, Policy, Runtime};
@@ -53,50 +55,72 @@ enum Ended {
     TimedOut,
 }
 
-/// Runs `request` through a fresh instance of `pre`, or through an idle instance of `idle` when
-/// the component's policy reuses instances. Returns the response head as soon as the component
-/// sets it; the body streams while the component keeps running. The instance (and `hold`, for
-/// example a place among the requests in flight) is released when the component ends, or at the
-/// latest [`WAIT_GRACE`] after the request timeout; a reused instance goes back to `idle` only
-/// when its request returned without a trap.
-pub async fn call_component<B>(
+/// What happens once a component's call ended, however it ended: the instance goes back to the
+/// idle instances (only when it returned without a trap and may serve again) or to the pool, then
+/// the place it held (`hold`) is given up, then the execute time and any failure are recorded.
+struct AfterCall<H> {
+    idle: Option<Arc<IdleInstances>>,
+    served: u32,
+    max_requests: u32,
+    instantiated: Instant,
+    metrics: Option<(prometheus::Histogram, prometheus::IntCounter)>,
+    hold: H,
+}
+
+impl<H> AfterCall<H> {
+    fn done(self, store: Store<HostState>, instance: Bound, returned: bool, failed: bool) {
+        match (returned, self.idle) {
+            (true, Some(idle)) => idle.give_back(Warm { store, instance, served: self.served + 1 }, self.max_requests),
+            _ => drop(store),
+        }
+        drop(self.hold);
+        if let Some((execute, failures)) = &self.metrics {
+            execute.observe(self.instantiated.elapsed().as_secs_f64());
+            if failed {
+                failures.inc();
+            }
+        }
+    }
+}
+
+/// Runs `request` (its body read whole) through a fresh instance of `entry`, or through an idle
+/// instance of `idle` when the component's policy reuses instances. Through the one-call
+/// handler the reply comes back whole as the call's result; through `wasi:http` the response head
+/// comes back as soon as the component sets it and the body streams while the component keeps
+/// running. The instance (and `hold`, for example a place among the requests in flight) is
+/// released when the component ends, or at the latest [`WAIT_GRACE`] after the request timeout;
+/// a reused instance goes back to `idle` only when its request returned without a trap.
+pub async fn call_component(
     runtime: &Runtime,
     policy: &Policy,
-    pre: &ProxyPre<HostState>,
+    entry: &Entry,
     idle: Option<&Arc<IdleInstances>>,
-    request: Request<B>,
+    request: Request<Bytes>,
     timings: Option<(&Metrics, &str)>,
     hold: impl Send + 'static,
-) -> Result<Response<HyperOutgoingBody>, ComponentError>
-where
-    B: Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<wasmtime_wasi_http::Error>,
-{
+) -> Result<Response<HyperOutgoingBody>, ComponentError> {
     let started = Instant::now();
     let bound = policy.request_timeout + WAIT_GRACE;
     let idle = idle.filter(|_| policy.instance_reuse > 1).cloned();
     let warm = idle.as_ref().and_then(|idle| idle.take());
     let reused = warm.is_some();
-    let (mut store, proxy, served) = match warm {
+    let (mut store, instance, served) = match warm {
         Some(mut warm) => {
             runtime.renew_store(&mut warm.store, policy);
-            (warm.store, warm.proxy, warm.served)
+            (warm.store, warm.instance, warm.served)
         }
         None => {
             let mut store = runtime.new_store(policy);
-            let proxy = pre.instantiate_async(&mut store).await.map_err(|error| {
+            let instance = entry.instantiate(&mut store).await.map_err(|error| {
                 if error.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() {
                     ComponentError::NoInstance
                 } else {
                     ComponentError::Instantiate(error)
                 }
             })?;
-            (store, proxy, 0)
+            (store, instance, 0)
         }
     };
-    let (sender, receiver) = tokio::sync::oneshot::channel();
-    let incoming = store.data_mut().http().new_incoming_request(Scheme::Http, request).map_err(ComponentError::Instantiate)?;
-    let outparam = store.data_mut().http().new_response_outparam(sender).map_err(ComponentError::Instantiate)?;
     let instantiated = Instant::now();
     let labels = timings.map(|(m, v)| (m, [&*policy.component, v]));
     if let Some((metrics, labels)) = labels {
@@ -106,28 +130,41 @@ where
             metrics.instantiate_seconds.with_label_values(&labels).observe((instantiated - started).as_secs_f64());
         }
     }
-    let execute_metric = labels.map(|(m, labels)| (m.execute_seconds.with_label_values(&labels), m.component_failures.with_label_values(&labels)));
-    let max_requests = policy.instance_reuse;
+    let metrics = labels.map(|(m, labels)| (m.execute_seconds.with_label_values(&labels), m.component_failures.with_label_values(&labels)));
+    let after = AfterCall { idle, served, max_requests: policy.instance_reuse, instantiated, metrics, hold };
+    match instance {
+        Bound::Handler(handler) => {
+            let crossing = crate::entry::request(&request);
+            drop(request);
+            let handled = tokio::time::timeout(bound, handler.call_handle(&mut store, &crossing)).await;
+            drop(crossing);
+            let returned = matches!(handled, Ok(Ok(_)));
+            let reply = match handled {
+                Ok(Ok(reply)) => crate::entry::response(reply).map_err(ComponentError::Failed),
+                Ok(Err(error)) => Err(ComponentError::Failed(describe_trap(&error))),
+                Err(_) => Err(ComponentError::TimedOut(bound)),
+            };
+            after.done(store, Bound::Handler(handler), returned, reply.is_err());
+            reply
+        }
+        Bound::Proxy(proxy) => call_wasi_http(store, proxy, request.map(Full::new), bound, after).await,
+    }
+}
+
+/// The `wasi:http` call: the component runs in a task of its own, so its body can stream after
+/// the response head went out.
+async fn call_wasi_http(mut store: Store<HostState>, proxy: Proxy, request: Request<Full<Bytes>>, bound: Duration, after: AfterCall<impl Send + 'static>) -> Result<Response<HyperOutgoingBody>, ComponentError> {
+    let (sender, receiver) = tokio::sync::oneshot::channel();
+    let incoming = store.data_mut().http().new_incoming_request(Scheme::Http, request).map_err(ComponentError::Instantiate)?;
+    let outparam = store.data_mut().http().new_response_outparam(sender).map_err(ComponentError::Instantiate)?;
     let task = tokio::spawn(async move {
         let handled = tokio::time::timeout(bound, proxy.wasi_http_incoming_handler().call_handle(&mut store, incoming, outparam)).await;
-        // The instance goes back to the pool (or to the idle instances, if it may serve again)
-        // before the place it held is given up. Only an instance whose request returned is
-        // kept: one that trapped, or was stopped mid-call, is dropped.
-        match (&handled, idle) {
-            (Ok(Ok(())), Some(idle)) => idle.give_back(Warm { store, proxy, served: served + 1 }, max_requests),
-            _ => drop(store),
-        }
-        drop(hold);
         let ended = match handled {
             Ok(result) => Ended::Returned(result),
             Err(_) => Ended::TimedOut,
         };
-        if let Some((execute, failures)) = &execute_metric {
-            execute.observe(instantiated.elapsed().as_secs_f64());
-            if !matches!(ended, Ended::Returned(Ok(()))) {
-                failures.inc();
-            }
-        }
+        let returned = matches!(ended, Ended::Returned(Ok(())));
+        after.done(store, Bound::Proxy(proxy), returned, !returned);
         ended
     });
     match receiver.await {
@@ -238,7 +275,7 @@ impl Server {
                     drop((place, body_memory));
                     response
                 }
-                Some(place) => match call_component(&self.runtime, &hosted.policy, &component.pre, Some(&component.idle), request, Some((&self.metrics, version)), (place, body_memory)).await {
+                Some(place) => match call_component(&self.runtime, &hosted.policy, &component.entry, Some(&component.idle), request, Some((&self.metrics, version)), (place, body_memory)).await {
                     Ok(response) => response,
                     Err(ComponentError::NoInstance) => {
                         self.metrics.shed.with_label_values(&["instances"]).inc();
@@ -292,7 +329,7 @@ impl Server {
     /// size cap and the memory budget shared by every request, before a component instance is
     /// taken: a client that stalls mid-body holds a connection, never an instance. Returns the
     /// request with its body and the body's share of the memory budget, held until it is served.
-    async fn read_body(&self, request: Request<Incoming>) -> Result<(Request<Full<Bytes>>, Option<OwnedSemaphorePermit>), Response<HyperOutgoingBody>> {
+    async fn read_body(&self, request: Request<Incoming>) -> Result<(Request<Bytes>, Option<OwnedSemaphorePermit>), Response<HyperOutgoingBody>> {
         check_authority(&request)?;
         let limits = &self.gate.limits;
         let too_large = || body_error(StatusCode::PAYLOAD_TOO_LARGE, format!("the request body is larger than {} bytes", limits.max_body_bytes));
@@ -332,7 +369,7 @@ impl Server {
             }
             buffer.extend_from_slice(&data);
         }
-        Ok((Request::from_parts(head, Full::new(buffer.freeze())), held))
+        Ok((Request::from_parts(head, buffer.freeze()), held))
     }
 
     /// Liveness: always `200` while the process serves; says whether the host is saturated.

@@ -4,9 +4,7 @@
 
 mod rules;
 
-use rest_kit::bindings::exports::wasi::http::incoming_handler::Guest;
-use rest_kit::bindings::wasi::http::types::{IncomingRequest, ResponseOutparam};
-use rest_kit::workload::{serve, Workload};
+use rest_kit::workload::Workload;
 
 /// The workload this component serves.
 const BALLOTS: Workload = Workload {
@@ -19,10 +17,4 @@ const BALLOTS: Workload = Workload {
 
 struct BallotRest;
 
-impl Guest for BallotRest {
-    fn handle(request: IncomingRequest, response_out: ResponseOutparam) {
-        serve(request, response_out, &BALLOTS);
-    }
-}
-
-rest_kit::bindings::export_producer!(BallotRest);
+rest_kit::export_workload!(BallotRest, BALLOTS);

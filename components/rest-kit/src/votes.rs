@@ -1,6 +1,6 @@
 //! The REST endpoints of a vote producer component, `POST /votes` (one vote) and `POST
 //! /votes/batch` (a bounded JSON array, answered per item): the `wasi:http` and publisher
-//! plumbing around `vote_core::rest`, which holds every rule and reply (the host's native
+//! plumbing (both exports) around `vote_core::rest`, which holds every rule and reply (the host's native
 //! baseline uses the same).
 
 use vote_core::rest::{self, Batch, Endpoint};
@@ -11,16 +11,17 @@ pub use vote_core::rest::{Policy, MAX_BATCH_BYTES, MAX_BATCH_ITEMS, MAX_VOTE_BYT
 
 use crate::bindings::votes::platform::publisher::{self, Message};
 use crate::bindings::wasi::http::types::{IncomingRequest, ResponseOutparam};
-use crate::http::{method_name, path, read_body, request_head, Reply, SendReply};
+use crate::http::{Received, Reply, SendReply};
 use crate::publishing::outcome;
 
-/// Answers one request.
+/// Answers one request through `wasi:http`.
 pub fn serve(request: IncomingRequest, out: ResponseOutparam, policy: &dyn Policy) {
-    route(&request, policy).send(out);
+    answer(&request, policy).send(out);
 }
 
-fn route(request: &IncomingRequest, policy: &dyn Policy) -> Reply {
-    let endpoint = rest::route(&method_name(request), &path(request));
+/// The reply to one request, however it arrived.
+pub fn answer(request: &impl Received, policy: &dyn Policy) -> Reply {
+    let endpoint = rest::route(&request.method(), &request.path());
     match endpoint {
         Endpoint::CastOne | Endpoint::CastBatch => match json_body(request, endpoint.body_limit()) {
             Ok((body, key)) if endpoint == Endpoint::CastOne => cast_one(&body, key, policy),
@@ -34,10 +35,10 @@ fn route(request: &IncomingRequest, policy: &dyn Policy) -> Reply {
 
 /// The body of a JSON request within `limit` bytes and the client's idempotency key, or the
 /// reply refusing them.
-fn json_body(request: &IncomingRequest, limit: usize) -> Result<(Vec<u8>, Option<vote_core::IdempotencyKey>), Reply> {
-    let head = request_head(request);
+fn json_body(request: &impl Received, limit: usize) -> Result<(Vec<u8>, Option<vote_core::IdempotencyKey>), Reply> {
+    let head = request.head();
     let key = rest::check_head(&head, limit)?;
-    Ok((read_body(request, &head, limit)?, key))
+    Ok((request.body(&head, limit)?, key))
 }
 
 fn message(event: &VoteEvent) -> Message {

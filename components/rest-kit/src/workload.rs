@@ -11,7 +11,7 @@ use vote_platform::event::{Data, Envelope};
 use crate::bindings::votes::platform::publisher::{self, Message};
 use crate::bindings::wasi::http::types::{IncomingRequest, ResponseOutparam};
 use crate::fields::FieldError;
-use crate::http::{method_name, path, read_body, request_head, Reply, SendReply};
+use crate::http::{Received, Reply, SendReply};
 
 /// The largest body a workload endpoint reads.
 pub const MAX_BODY_BYTES: usize = 4 * 1024;
@@ -70,13 +70,14 @@ impl Workload {
     }
 }
 
-/// Answers one request.
+/// Answers one request through `wasi:http`.
 pub fn serve(request: IncomingRequest, out: ResponseOutparam, workload: &Workload) {
     answer(&request, workload).send(out);
 }
 
-fn answer(request: &IncomingRequest, workload: &Workload) -> Reply {
-    match workload.route(&method_name(request), &path(request)) {
+/// The reply to one request, however it arrived.
+pub fn answer(request: &impl Received, workload: &Workload) -> Reply {
+    match workload.route(&request.method(), &request.path()) {
         Endpoint::Post => post(request, workload).unwrap_or_else(|reply| reply),
         Endpoint::Identity => Reply::json(200, &serde_json::json!({ "producer": workload.producer })),
         Endpoint::Answer(reply) => reply,
@@ -84,10 +85,10 @@ fn answer(request: &IncomingRequest, workload: &Workload) -> Reply {
 }
 
 /// Checks the head, reads the body, builds the event, publishes it and answers.
-fn post(request: &IncomingRequest, workload: &Workload) -> Result<Reply, Reply> {
-    let head = request_head(request);
+fn post(request: &impl Received, workload: &Workload) -> Result<Reply, Reply> {
+    let head = request.head();
     let key = rest::check_head(&head, MAX_BODY_BYTES)?;
-    let body = read_body(request, &head, MAX_BODY_BYTES)?;
+    let body = request.body(&head, MAX_BODY_BYTES)?;
     let event = workload.envelope(&body, key.as_ref(), vote_core::now_ms())?;
     let outcome = crate::publishing::outcome(publisher::publish(&workload.message(&event)));
     Ok(rest::published_item(EVENT, &event.id, outcome, key.as_ref()))

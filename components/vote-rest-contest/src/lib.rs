@@ -3,9 +3,7 @@
 
 use std::sync::OnceLock;
 
-use rest_kit::bindings::exports::wasi::http::incoming_handler::Guest;
-use rest_kit::bindings::wasi::http::types::{IncomingRequest, ResponseOutparam};
-use rest_kit::votes::{serve, Policy};
+use rest_kit::votes::Policy;
 use vote_core::rules::normalise_text;
 use vote_core::{Field, ValidVote, VoteError};
 
@@ -34,10 +32,4 @@ impl Policy for ContestRest {
     }
 }
 
-impl Guest for ContestRest {
-    fn handle(request: IncomingRequest, response_out: ResponseOutparam) {
-        serve(request, response_out, &ContestRest);
-    }
-}
-
-rest_kit::bindings::export_producer!(ContestRest);
+rest_kit::export_votes!(ContestRest);

@@ -1,8 +1,6 @@
 //! The REST vote producer: every vote that passes the shared rules is published.
 
-use rest_kit::bindings::exports::wasi::http::incoming_handler::Guest;
-use rest_kit::bindings::wasi::http::types::{IncomingRequest, ResponseOutparam};
-use rest_kit::votes::{serve, Policy};
+use rest_kit::votes::Policy;
 
 struct VoteRest;
 
@@ -12,10 +10,4 @@ impl Policy for VoteRest {
     }
 }
 
-impl Guest for VoteRest {
-    fn handle(request: IncomingRequest, response_out: ResponseOutparam) {
-        serve(request, response_out, &VoteRest);
-    }
-}
-
-rest_kit::bindings::export_producer!(VoteRest);
+rest_kit::export_votes!(VoteRest);

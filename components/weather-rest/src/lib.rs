@@ -3,9 +3,7 @@
 
 mod rules;
 
-use rest_kit::bindings::exports::wasi::http::incoming_handler::Guest;
-use rest_kit::bindings::wasi::http::types::{IncomingRequest, ResponseOutparam};
-use rest_kit::workload::{serve, Workload};
+use rest_kit::workload::Workload;
 
 /// The workload this component serves.
 const WEATHER: Workload = Workload {
@@ -18,10 +16,4 @@ const WEATHER: Workload = Workload {
 
 struct WeatherRest;
 
-impl Guest for WeatherRest {
-    fn handle(request: IncomingRequest, response_out: ResponseOutparam) {
-        serve(request, response_out, &WEATHER);
-    }
-}
-
-rest_kit::bindings::export_producer!(WeatherRest);
+rest_kit::export_workload!(WeatherRest, WEATHER);

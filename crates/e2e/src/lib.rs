@@ -145,6 +145,7 @@ impl TestStack {
         config.host_admin_port = free_port();
         config.native_port = free_port();
         config.reuse_port = free_port();
+        config.wasi_http_port = free_port();
         config.results_port = free_port();
         config.prometheus_port = free_port();
         config.rabbitmq_port = free_port();
@@ -274,6 +275,7 @@ impl TestStack {
             ("--host-admin-port", c.host_admin_port),
             ("--native-port", c.native_port),
             ("--reuse-port", c.reuse_port),
+            ("--wasi-http-port", c.wasi_http_port),
             ("--results-port", c.results_port),
             ("--prometheus-port", c.prometheus_port),
         ] {

@@ -101,13 +101,35 @@ async fn rest_votes_are_counted_and_logged_with_the_component_version() {
     assert_eq!(wasm_logs, 1000);
 }
 
-/// A component that traps, one that loops forever and one that allocates past the cap each fail
-/// only their own request, with a clear 500, while the host keeps serving the others.
+/// Through the one-call handler (what the host uses when a component exports it): a component
+/// that traps, one that loops forever, one that allocates past the cap, one that sets a field the
+/// host owns and one whose reply is over the handler's bound each fail only their own request,
+/// with a clear 500, while the host keeps serving the others.
 #[tokio::test]
 async fn misbehaving_components_fail_only_their_own_request() {
+    let cases = [("/trap", "trapped"), ("/loop", "deadline"), ("/alloc", "trapped"), ("/bad-header", "sets transfer-encoding, which the host owns"), ("/big", "bytes the one-call handler may return")];
+    misbehaving_fail_alone(&[], &cases).await;
+}
+
+/// The same through `wasi:http` (`--wasi-http-only`): there a forbidden field traps the
+/// component (its `Fields::from_list` fails), and a large reply streams.
+#[tokio::test]
+async fn misbehaving_components_fail_only_their_own_request_through_wasi_http() {
+    let cases = [("/trap", "trapped"), ("/loop", "deadline"), ("/alloc", "trapped"), ("/bad-header", "trapped")];
+    let stack = misbehaving_fail_alone(&["--wasi-http-only"], &cases).await;
+    let big = reqwest::get(format!("{}/big", stack.config.host_url())).await.unwrap();
+    assert_eq!(big.status().as_u16(), 200, "wasi:http streams a reply of any size");
+    assert!(big.bytes().await.unwrap().len() > 2 * 1024 * 1024);
+}
+
+/// Runs misbehave in a host with `flags`; each of `cases` (a path and what its 500 says) fails
+/// alone while other requests keep being served. Returns the stack, still serving.
+async fn misbehaving_fail_alone(flags: &[&str], cases: &[(&str, &str)]) -> TestStack {
     let stack = TestStack::start_parts(&[vote_stack::Part::Kafka]).await;
     // The request timeout must exceed a whole publish (checked at start-up): 800 ms + 1.2 s.
-    stack.start_host(&component("misbehave"), &["--request-timeout-ms", "2000", "--publish-timeout-ms", "800", "--memory-mib", "32"]).await;
+    let mut args = vec!["--request-timeout-ms", "2000", "--publish-timeout-ms", "800", "--memory-mib", "32"];
+    args.extend_from_slice(flags);
+    stack.start_host(&component("misbehave"), &args).await;
     let http = reqwest::Client::new();
     let host = stack.config.host_url();
 
@@ -124,7 +146,7 @@ async fn misbehaving_components_fail_only_their_own_request() {
             answered
         })
     };
-    for (path, reason) in [("/trap", "trapped"), ("/loop", "deadline"), ("/alloc", "trapped")] {
+    for (path, reason) in cases {
         let started = Instant::now();
         let response = http.get(format!("{host}{path}")).send().await.unwrap();
         assert_eq!(response.status().as_u16(), 500, "{path}");
@@ -136,7 +158,9 @@ async fn misbehaving_components_fail_only_their_own_request() {
     let answered = healthy.await.unwrap();
     assert!(answered > 10, "the host served {answered} other requests meanwhile");
     let metrics = reqwest::get(format!("{host}/metrics")).await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("host_component_failures_total{component=\"misbehave\",version=\"misbehave@0.1.0\"} 3"), "{metrics}");
+    let failures = format!("host_component_failures_total{{component=\"misbehave\",version=\"misbehave@0.1.0\"}} {}", cases.len());
+    assert!(metrics.contains(&failures), "{failures} in {metrics}");
+    stack
 }
 
 /// Votes at 64 connections while the component is deployed and rolled back five times: every

@@ -68,7 +68,9 @@ fn vote_rest_plugged_with_publisher_http_imports_only_wasi() {
     let not_wasi: Vec<&String> = imports.iter().filter(|i| !i.starts_with("wasi:")).collect();
     assert!(not_wasi.is_empty(), "imports other than wasi:* left: {not_wasi:?}");
     assert!(imports.iter().any(|i| i.starts_with("wasi:http/outgoing-handler@")), "{imports:?}");
-    assert_eq!(world_items(&wit, "export"), ["wasi:http/incoming-handler@0.2.12"]);
+    let mut exports = world_items(&wit, "export");
+    exports.sort();
+    assert_eq!(exports, ["votes:platform/handler@0.1.0", "wasi:http/incoming-handler@0.2.12"], "Spin serves the wasi:http export, the votes host the one-call handler");
 }
 
 /// Under `wasmtime serve`, through kafka-bridge to Tansu: 1,000 votes (990 one by one, 10 in a

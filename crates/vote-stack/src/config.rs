@@ -30,6 +30,9 @@ pub const DEFAULT_HOST_ADMIN_PORT: u16 = 8081;
 pub const DEFAULT_NATIVE_PORT: u16 = 8082;
 /// The port of the wasm host `votectl bench` starts for its `rest-reuse` path (instance reuse on).
 pub const DEFAULT_REUSE_PORT: u16 = 8083;
+/// The port of the wasm host `votectl bench` starts for its `rest-wasi-http` path (every request
+/// through `wasi:http`, not the one-call handler).
+pub const DEFAULT_WASI_HTTP_PORT: u16 = 8084;
 /// Results web app port (the page, its JSON API, `/healthz`, `/metrics`).
 pub const DEFAULT_RESULTS_PORT: u16 = 8088;
 /// Prometheus port (its UI and `/api/v1/query`).
@@ -106,6 +109,8 @@ pub struct StackConfig {
     pub native_port: u16,
     /// The bench's instance-reusing wasm host ([`StackConfig::reuse_host_launch`]).
     pub reuse_port: u16,
+    /// The bench's `wasi:http`-only wasm host ([`StackConfig::wasi_http_host_launch`]).
+    pub wasi_http_port: u16,
     pub results_port: u16,
     pub prometheus_port: u16,
     /// The RabbitMQ node's stream port, and its Erlang distribution port.
@@ -178,6 +183,7 @@ impl StackConfig {
             host_admin_port: DEFAULT_HOST_ADMIN_PORT,
             native_port: DEFAULT_NATIVE_PORT,
             reuse_port: DEFAULT_REUSE_PORT,
+            wasi_http_port: DEFAULT_WASI_HTTP_PORT,
             results_port: DEFAULT_RESULTS_PORT,
             prometheus_port: DEFAULT_PROMETHEUS_PORT,
             rabbitmq_port: DEFAULT_RABBITMQ_PORT,
@@ -316,15 +322,30 @@ impl StackConfig {
         self.http_url(self.reuse_port)
     }
 
+    /// The bench's `wasi:http`-only wasm host, without a path.
+    pub fn wasi_http_url(&self) -> String {
+        self.http_url(self.wasi_http_port)
+    }
+
     /// A second wasm host serving the stack's default component with each instance serving up to
     /// `instance_reuse` requests, on the reuse port; no admin API. `votectl bench` starts it for
     /// its `rest-reuse` path, beside the stack's host, so both are measured in one run.
     pub fn reuse_host_launch(&self, instance_reuse: u32) -> Launch {
-        Launch::new("reuse-host", self.bin_dir.join("votes-host"))
+        self.side_host_launch("reuse-host", self.reuse_port).env("VOTES_HOST_INSTANCE_REUSE", instance_reuse.to_string())
+    }
+
+    /// A second wasm host serving the stack's default component through `wasi:http` only
+    /// (`--wasi-http-only`), on its own port; no admin API. `votectl bench` starts it for its
+    /// `rest-wasi-http` path, so the one-call handler and `wasi:http` are measured in one run.
+    pub fn wasi_http_host_launch(&self) -> Launch {
+        self.side_host_launch("wasi-http-host", self.wasi_http_port).env("VOTES_HOST_WASI_HTTP_ONLY", "true")
+    }
+
+    fn side_host_launch(&self, name: &'static str, port: u16) -> Launch {
+        Launch::new(name, self.bin_dir.join("votes-host"))
             .env("VOTES_KAFKA_BROKERS", self.brokers())
             .env("VOTES_HOST_COMPONENT", self.component.display().to_string())
-            .env("VOTES_HOST_ADDR", format!("{}:{}", self.host, self.reuse_port))
-            .env("VOTES_HOST_INSTANCE_REUSE", instance_reuse.to_string())
+            .env("VOTES_HOST_ADDR", format!("{}:{}", self.host, port))
             .env("VOTES_HOST_DRAIN_TIMEOUT_MS", crate::stack::HOST_DRAIN.as_millis().to_string())
     }
     /// The results page (and its `/api/...`, `/healthz`, `/metrics`), without a path.

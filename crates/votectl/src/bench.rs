@@ -27,34 +27,50 @@ const SETTLE_TIMEOUT: Duration = Duration::from_secs(120);
 const REUSE_REQUESTS: u32 = 128;
 
 /// The ratios reported per round, when both paths ran.
-const RATIOS: [(&str, &str); 5] = [("rest", "native"), ("rest", "grpc"), ("native", "grpc"), ("rest-reuse", "native"), ("rest-reuse", "rest")];
+const RATIOS: [(&str, &str); 7] = [
+    ("rest", "native"),
+    ("rest", "grpc"),
+    ("native", "grpc"),
+    ("rest-reuse", "native"),
+    ("rest-reuse", "rest"),
+    ("rest-wasi-http", "native"),
+    ("rest", "rest-wasi-http"),
+];
 
-/// The instance-reusing wasm host of the `rest-reuse` path, started for the bench and stopped
-/// when it ends (or with votectl, if it dies).
-struct ReuseHost {
+/// A wasm host started beside the stack's for one path of the bench (instance reuse on, or
+/// `wasi:http` only), and stopped when the bench ends (or with votectl, if it dies).
+struct SideHost {
     supervisor: vote_stack::Supervisor,
+    name: &'static str,
 }
 
-impl ReuseHost {
-    async fn start(config: &StackConfig) -> anyhow::Result<(Self, u32)> {
+impl SideHost {
+    /// The side host `path` needs, if it needs one: started, ready, and its pid.
+    async fn start(config: &StackConfig, path: ProducerPath) -> anyhow::Result<Option<(Self, u32)>> {
+        let (name, launch) = match path {
+            ProducerPath::RestReuse => (procstat::REUSE_HOST, config.reuse_host_launch(REUSE_REQUESTS)),
+            ProducerPath::RestWasiHttp => (procstat::WASI_HTTP_HOST, config.wasi_http_host_launch()),
+            _ => return Ok(None),
+        };
         let supervisor = vote_stack::Supervisor::attached(&config.state_dir);
-        let pid = supervisor.spawn(&config.reuse_host_launch(REUSE_REQUESTS))?;
-        let ready = format!("{}/readyz", config.reuse_url());
+        let pid = supervisor.spawn(&launch)?;
+        let host = Self { supervisor, name };
+        let ready = format!("{}/readyz", crate::cast::producer_url(config, path));
         let started = Instant::now();
         while vote_stack::probe::http_ok(&ready).await.is_err() {
-            if supervisor.running(procstat::REUSE_HOST).is_none() || started.elapsed() > Duration::from_secs(60) {
-                anyhow::bail!("the rest-reuse host did not become ready on {ready}:\n{}", supervisor.log_tail(procstat::REUSE_HOST, 20));
+            if host.supervisor.running(name).is_none() || started.elapsed() > Duration::from_secs(60) {
+                anyhow::bail!("the {} host did not become ready on {ready}:\n{}", path.name(), host.supervisor.log_tail(name, 20));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Ok((Self { supervisor }, pid))
+        Ok(Some((host, pid)))
     }
 }
 
-impl Drop for ReuseHost {
+impl Drop for SideHost {
     fn drop(&mut self) {
-        if let Err(error) = self.supervisor.stop(procstat::REUSE_HOST, Duration::from_secs(5)) {
-            tracing::warn!(%error, "stopping the rest-reuse host");
+        if let Err(error) = self.supervisor.stop(self.name, Duration::from_secs(5)) {
+            tracing::warn!(%error, host = self.name, "stopping a side host");
         }
     }
 }
@@ -257,11 +273,12 @@ pub async fn run(config: &StackConfig, args: BenchArgs) -> anyhow::Result<()> {
     let mut redis = results::connect(&config.redis_url()).await?;
     let start_total = results::total(&mut redis).await?;
     let mut bench = Bench { config, votes: dataset::load(None)?, redis, start_total, accepted: 0, groups: procstat::groups(config), show: !args.json };
-    let mut _reuse_host = None;
-    if paths.contains(&ProducerPath::RestReuse) {
-        let (host, pid) = ReuseHost::start(config).await?;
-        bench.groups.insert(procstat::REUSE_HOST, pid);
-        _reuse_host = Some(host);
+    let mut _side_hosts = Vec::new();
+    for &path in &paths {
+        if let Some((host, pid)) = SideHost::start(config, path).await? {
+            bench.groups.insert(host.name, pid);
+            _side_hosts.push(host);
+        }
     }
     // A short warm-up for each path, so connection set-up is not measured.
     for &path in &paths {

@@ -52,6 +52,7 @@ pub(crate) fn producer_url(config: &StackConfig, path: ProducerPath) -> String {
         ProducerPath::Grpc => config.grpc_http_url(),
         ProducerPath::Native => config.native_url(),
         ProducerPath::RestReuse => config.reuse_url(),
+        ProducerPath::RestWasiHttp => config.wasi_http_url(),
         ProducerPath::Rest | ProducerPath::RestH2 => config.host_url(),
     }
 }
@@ -70,7 +71,7 @@ impl Sender {
                 client: reqwest::Client::builder().http2_prior_knowledge().tcp_nodelay(true).build()?,
                 url: format!("{}/votes", producer_url(config, path)),
             },
-            ProducerPath::Rest | ProducerPath::Native | ProducerPath::RestReuse => Sender::Rest {
+            ProducerPath::Rest | ProducerPath::Native | ProducerPath::RestReuse | ProducerPath::RestWasiHttp => Sender::Rest {
                 client: reqwest::Client::builder().pool_max_idle_per_host(concurrency).tcp_nodelay(true).build()?,
                 url: format!("{}/votes", producer_url(config, path)),
             },

@@ -199,6 +199,10 @@ pub enum ProducerPath {
     /// requests (`--instance-reuse 128`): `bench` starts that host for the run, beside the
     /// stack's, so the two are measured side by side.
     RestReuse,
+    /// The REST producer component in a second wasm host that serves it through `wasi:http`
+    /// (`--wasi-http-only`) instead of its one-call handler: `bench` starts that host for the
+    /// run, so the two entries are measured side by side.
+    RestWasiHttp,
     /// The REST producer component in the wasm host, over HTTP/2 cleartext (h2c): every request
     /// a stream of one multiplexed connection, as gRPC's calls are.
     RestH2,
@@ -216,6 +220,7 @@ impl ProducerPath {
             ProducerPath::Native => "native",
             ProducerPath::RestH2 => "rest-h2",
             ProducerPath::RestReuse => "rest-reuse",
+            ProducerPath::RestWasiHttp => "rest-wasi-http",
         }
     }
 }
@@ -288,6 +293,9 @@ pub struct StackArgs {
     /// The port of the instance-reusing wasm host `votectl bench` starts for `--paths rest-reuse`.
     #[arg(long, global = true, env = "VOTES_REUSE_PORT", default_value_t = defaults::DEFAULT_REUSE_PORT)]
     pub reuse_port: u16,
+    /// The port of the `wasi:http`-only wasm host `votectl bench` starts for `--paths rest-wasi-http`.
+    #[arg(long, global = true, env = "VOTES_WASI_HTTP_PORT", default_value_t = defaults::DEFAULT_WASI_HTTP_PORT)]
+    pub wasi_http_port: u16,
     /// Results web app port.
     #[arg(long, global = true, env = "VOTES_RESULTS_PORT", default_value_t = defaults::DEFAULT_RESULTS_PORT)]
     pub results_port: u16,
@@ -354,6 +362,7 @@ impl StackArgs {
         }
         config.native_port = self.native_port;
         config.reuse_port = self.reuse_port;
+        config.wasi_http_port = self.wasi_http_port;
         config.results_port = self.results_port;
         config.prometheus_port = self.prometheus_port;
         if let Some(bin) = &self.prometheus_bin {

@@ -14,8 +14,11 @@ pub const MEASURED: [Part; 7] = [Part::GrpcProducer, Part::Host, Part::NativeHos
 /// The name of the instance-reusing wasm host `bench` starts for its `rest-reuse` path.
 pub const REUSE_HOST: &str = "reuse-host";
 
-/// The producers whose peak memory `bench` reports (the reuse host when it runs).
-pub const PRODUCERS: [&str; 4] = ["wasm-host", "native-host", "grpc-producer", REUSE_HOST];
+/// The name of the `wasi:http`-only wasm host `bench` starts for its `rest-wasi-http` path.
+pub const WASI_HTTP_HOST: &str = "wasi-http-host";
+
+/// The producers whose peak memory `bench` reports (the side hosts when they run).
+pub const PRODUCERS: [&str; 5] = ["wasm-host", "native-host", "grpc-producer", REUSE_HOST, WASI_HTTP_HOST];
 
 /// The process groups of the parts this stack started (each child leads its own group), by name.
 pub fn groups(config: &StackConfig) -> BTreeMap<&'static str, u32> {
