@@ -136,16 +136,21 @@ pub async fn call_component(
         Bound::Handler(handler) => {
             let crossing = crate::entry::request(&request);
             drop(request);
-            let handled = tokio::time::timeout(bound, handler.call_handle(&mut store, &crossing)).await;
-            drop(crossing);
-            let returned = matches!(handled, Ok(Ok(_)));
-            let reply = match handled {
-                Ok(Ok(reply)) => crate::entry::response(reply).map_err(ComponentError::Failed),
-                Ok(Err(error)) => Err(ComponentError::Failed(describe_trap(&error))),
-                Err(_) => Err(ComponentError::TimedOut(bound)),
-            };
-            after.done(store, Bound::Handler(handler), returned, reply.is_err());
-            reply
+            // In a task of its own like a `wasi:http` call, so a client that goes away does not
+            // stop a component halfway through publishing.
+            let task = tokio::spawn(async move {
+                let handled = tokio::time::timeout(bound, handler.call_handle(&mut store, &crossing)).await;
+                drop(crossing);
+                let returned = matches!(handled, Ok(Ok(_)));
+                let reply = match handled {
+                    Ok(Ok(reply)) => crate::entry::response(reply).map_err(ComponentError::Failed),
+                    Ok(Err(error)) => Err(ComponentError::Failed(describe_trap(&error))),
+                    Err(_) => Err(ComponentError::TimedOut(bound)),
+                };
+                after.done(store, Bound::Handler(handler), returned, reply.is_err());
+                reply
+            });
+            task.await.unwrap_or_else(|join| Err(ComponentError::Failed(format!("its task ended: {join}"))))
         }
         Bound::Proxy(proxy) => call_wasi_http(store, proxy, request.map(Full::new), bound, after).await,
     }

@@ -1,5 +1,5 @@
-//! `votectl bench` (the real binary) at small counts on every path (wasm REST, wasm REST with
-//! instance reuse in a host the bench starts, native REST, gRPC): rounds, a concurrency sweep and open loop, CPU per vote from the stack's processes,
+//! `votectl bench` (the real binary) at small counts on every path (wasm REST, the same through
+//! `wasi:http` and with instance reuse in hosts the bench starts, native REST, gRPC): rounds, a concurrency sweep and open loop, CPU per vote from the stack's processes,
 //! and the exactly-once check, which exits 1 when other votes arrive during the bench.
 
 use std::sync::Arc;
@@ -24,27 +24,27 @@ async fn bench_measures_every_path_and_fails_on_a_count_mismatch() {
     stack.start_host(&component("vote_rest"), &[]).await;
     stack.start_native_host(&[]).await;
 
-    let every_path = ["--paths", "rest,rest-reuse,native,grpc"];
+    let every_path = ["--paths", "rest,rest-wasi-http,rest-reuse,native,grpc"];
     let output = bench(&stack, &[&every_path[..], &["--sweep", "1,8", "--sweep-count", "100", "--open-loop-rate", "100", "--open-loop-secs", "1"]].concat()).await;
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "votectl bench failed:\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
     let report: serde_json::Value = serde_json::from_str(&stdout).expect("the bench's JSON report");
     let paths: Vec<&str> = report["paths"].as_array().unwrap().iter().map(|p| p["path"].as_str().unwrap()).collect();
-    assert_eq!(paths, ["rest", "rest-reuse", "native", "grpc"], "{report:#}");
+    assert_eq!(paths, ["rest", "rest-wasi-http", "rest-reuse", "native", "grpc"], "{report:#}");
     for path in report["paths"].as_array().unwrap() {
         assert!(path["votes_per_second"].as_f64().unwrap() > 0.0, "{path:#}");
         assert_eq!(path["runs"][0]["accepted"], 300, "{path:#}");
         let cpu = &path["cpu_us_per_vote"];
-        for process in ["consumer", "grpc-producer", "wasm-host", "reuse-host", "native-host", "kafka"] {
+        for process in ["consumer", "grpc-producer", "wasm-host", "wasi-http-host", "reuse-host", "native-host", "kafka"] {
             assert!(cpu[process].is_number(), "no CPU figure for {process}: {cpu:#}");
         }
     }
-    for ratio in ["rest/native", "rest/grpc", "native/grpc", "rest-reuse/native", "rest-reuse/rest"] {
+    for ratio in ["rest/native", "rest/grpc", "native/grpc", "rest-reuse/native", "rest-reuse/rest", "rest-wasi-http/native", "rest/rest-wasi-http"] {
         assert!(report["ratios"][ratio].as_f64().unwrap() > 0.0, "{ratio}: {report:#}");
     }
-    assert_eq!(report["sweep"].as_array().unwrap().len(), 8, "{report:#}");
+    assert_eq!(report["sweep"].as_array().unwrap().len(), 10, "{report:#}");
     let open = report["open_loop"].as_array().unwrap();
-    assert_eq!(open.len(), 4);
+    assert_eq!(open.len(), 5);
     for run in open {
         assert_eq!(run["accepted"], 100, "{run:#}");
         let latency = &run["latency"];
@@ -52,15 +52,17 @@ async fn bench_measures_every_path_and_fails_on_a_count_mismatch() {
         // The producer's own receipt-to-acknowledgement time over the run, read from its /metrics.
         assert!(run["ingest_p50_ms"].as_f64().is_some_and(|ms| ms > 0.0) && run["ingest_p99_ms"].as_f64().is_some(), "{run:#}");
     }
-    for producer in ["wasm-host", "reuse-host", "native-host", "grpc-producer"] {
+    for producer in ["wasm-host", "wasi-http-host", "reuse-host", "native-host", "grpc-producer"] {
         assert!(report["peak_rss_mib"][producer].as_f64().unwrap() > 1.0, "{report:#}");
     }
     assert_eq!(report["accepted"], report["counted"], "{report:#}");
-    // 4 warm-ups of 500, 4 runs of 300, a sweep of 8 x 100, 4 open-loop runs of 100.
-    assert_eq!(report["accepted"], 2000 + 1200 + 800 + 400);
-    assert_eq!(stack.total().await, 4400);
-    let reuse_host = std::net::TcpStream::connect(("127.0.0.1", stack.config.reuse_port));
-    assert!(reuse_host.is_err(), "the bench stops the host it started");
+    // 5 warm-ups of 500, 5 runs of 300, a sweep of 10 x 100, 5 open-loop runs of 100.
+    assert_eq!(report["accepted"], 2500 + 1500 + 1000 + 500);
+    assert_eq!(stack.total().await, 5500);
+    for port in [stack.config.reuse_port, stack.config.wasi_http_port] {
+        let side_host = std::net::TcpStream::connect(("127.0.0.1", port));
+        assert!(side_host.is_err(), "the bench stops the hosts it started (port {port})");
+    }
 
     // Votes from elsewhere during the bench: the consumer's total moves more than the bench's
     // producers accepted, and the bench says so and exits 1.
