@@ -4,7 +4,6 @@
 //! in the same fresh instance per request, under the same memory cap and deadline.
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
 use hyper::header::{HeaderName, HeaderValue, CONTENT_LENGTH};
 use hyper::{Request, Response, StatusCode};
 use wasmtime::component::{Instance, InstancePre};
@@ -45,11 +44,6 @@ impl Entry {
         Ok(Self { pre, proxy, handler })
     }
 
-    /// Whether requests go through the one-call handler.
-    pub fn one_call(&self) -> bool {
-        self.handler.is_some()
-    }
-
     /// A fresh instance in `store`, bound to the way requests enter it. A handler export of the
     /// wrong type fails here (and so at load, when the host asks the component who it is).
     pub async fn instantiate(&self, store: &mut Store<HostState>) -> wasmtime::Result<Bound> {
@@ -83,7 +77,7 @@ pub fn response(reply: handler::Response) -> Result<Response<HyperOutgoingBody>,
     if reply.headers.len() > MAX_REPLY_FIELDS {
         return Err(format!("its reply has {} header fields, over {MAX_REPLY_FIELDS}", reply.headers.len()));
     }
-    let body = Full::new(Bytes::from(reply.body)).map_err(|never: std::convert::Infallible| -> wasmtime_wasi_http::Error { match never {} }).boxed_unsync();
+    let body = crate::serve::whole_body(reply.body);
     let mut response = Response::new(body);
     *response.status_mut() = status;
     for (name, value) in reply.headers {

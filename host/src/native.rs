@@ -6,7 +6,6 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use futures::future::join_all;
-use http_body_util::{BodyExt, Full};
 use hyper::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use hyper::{Request, Response, StatusCode};
 use vote_core::proto::VoteEvent;
@@ -108,7 +107,7 @@ impl NativeRest {
 
 /// A [`Reply`] as a hyper response.
 fn response(reply: Reply) -> Response<HyperOutgoingBody> {
-    let body = Full::new(Bytes::from(reply.body)).map_err(|never: std::convert::Infallible| -> wasmtime_wasi_http::Error { match never {} }).boxed_unsync();
+    let body = crate::serve::whole_body(reply.body);
     let mut response = Response::new(body);
     *response.status_mut() = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));

@@ -201,9 +201,15 @@ fn describe_trap(error: &wasmtime::Error) -> String {
     }
 }
 
+/// A response body sent whole (`content-length` from its size), in the type every response of
+/// the host has.
+pub fn whole_body(bytes: impl Into<Bytes>) -> HyperOutgoingBody {
+    Full::new(bytes.into()).map_err(|never: std::convert::Infallible| -> wasmtime_wasi_http::Error { match never {} }).boxed_unsync()
+}
+
 /// A JSON body in the same shape components use for errors.
 pub fn json_response(status: StatusCode, value: serde_json::Value) -> Response<HyperOutgoingBody> {
-    let body = Full::new(Bytes::from(value.to_string())).map_err(|never: std::convert::Infallible| -> wasmtime_wasi_http::Error { match never {} }).boxed_unsync();
+    let body = whole_body(value.to_string());
     let mut response = Response::new(body);
     *response.status_mut() = status;
     response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -254,7 +260,7 @@ impl Server {
                 self.metrics.in_flight.set(saturation.in_flight as i64);
                 self.metrics.queued.set(self.gate.queued() as i64);
                 self.app.record_load();
-                let body = Full::new(Bytes::from(vote_service::render_metrics(&self.metrics.registry))).map_err(|never: std::convert::Infallible| -> wasmtime_wasi_http::Error { match never {} }).boxed_unsync();
+                let body = whole_body(vote_service::render_metrics(&self.metrics.registry));
                 return Ok(Response::new(body));
             }
             _ => {}
