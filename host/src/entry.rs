@@ -1,7 +1,8 @@
 //! A component's way in: the one-call `votes:platform/handler` export when it has one (the whole
 //! request crosses into the sandbox in one call and the reply comes back as its result), else
 //! `wasi:http/incoming-handler` (resources, streams and some 25 host calls per request). Both run
-//! in the same fresh instance per request, under the same memory cap and deadline.
+//! in the same fresh instance per request, under the same memory cap and deadline. A component
+//! may export either or both.
 
 use bytes::Bytes;
 use hyper::header::{HeaderName, HeaderValue, CONTENT_LENGTH};
@@ -21,12 +22,17 @@ pub const MAX_REPLY_BYTES: usize = 1024 * 1024;
 /// The most header fields a reply of the one-call handler may carry.
 pub const MAX_REPLY_FIELDS: usize = 64;
 
-/// How a loaded component is entered: always through `wasi:http` (checked at load), and through
-/// the one-call handler when it exports one and the host uses it.
+/// How a loaded component is entered: through the one-call handler when it exports one and the
+/// host uses it, else through `wasi:http`. A component must export at least one of the two.
 pub struct Entry {
     pre: InstancePre<HostState>,
-    proxy: ProxyIndices,
-    handler: Option<handler::GuestIndices>,
+    way_in: WayIn,
+}
+
+/// The export requests enter a component by, found once at load.
+enum WayIn {
+    Handler(handler::GuestIndices),
+    Proxy(ProxyIndices),
 }
 
 /// An instance's entry point, bound to its store.
@@ -36,12 +42,19 @@ pub enum Bound {
 }
 
 impl Entry {
-    /// The entry of `pre`: its `wasi:http` export (an error if it has none) and, unless
-    /// `wasi_http_only`, its one-call handler if it exports one.
+    /// The entry of `pre`: its one-call handler if it exports one (unless `wasi_http_only`), else
+    /// its `wasi:http` export; an error naming both when it has neither it may be entered by.
     pub fn new(pre: InstancePre<HostState>, wasi_http_only: bool) -> wasmtime::Result<Self> {
-        let proxy = ProxyIndices::new(&pre)?;
         let handler = if wasi_http_only { None } else { handler::GuestIndices::new(&pre).ok() };
-        Ok(Self { pre, proxy, handler })
+        let way_in = match handler {
+            Some(indices) => WayIn::Handler(indices),
+            None => match ProxyIndices::new(&pre) {
+                Ok(indices) => WayIn::Proxy(indices),
+                Err(error) if wasi_http_only => return Err(error.context("the host serves every component through wasi:http (--wasi-http-only)")),
+                Err(error) => return Err(error.context("it exports neither votes:platform/handler nor wasi:http/incoming-handler")),
+            },
+        };
+        Ok(Self { pre, way_in })
     }
 
     /// A fresh instance in `store`, bound to the way requests enter it. A handler export of the
@@ -52,9 +65,9 @@ impl Entry {
     }
 
     fn bind(&self, store: &mut Store<HostState>, instance: &Instance) -> wasmtime::Result<Bound> {
-        match &self.handler {
-            Some(indices) => Ok(Bound::Handler(indices.load(&mut *store, instance)?)),
-            None => Ok(Bound::Proxy(self.proxy.load(&mut *store, instance)?)),
+        match &self.way_in {
+            WayIn::Handler(indices) => Ok(Bound::Handler(indices.load(&mut *store, instance)?)),
+            WayIn::Proxy(indices) => Ok(Bound::Proxy(indices.load(&mut *store, instance)?)),
         }
     }
 }

@@ -85,8 +85,8 @@ impl Registry {
     }
 
     /// Compiles `bytes` (on a blocking thread, off the async runtime), checks that it imports
-    /// only what a producer gets and exports `wasi:http/incoming-handler`, then asks it who it
-    /// is. `hold` is dropped only when the compilation has really ended, even if the caller
+    /// only what a producer gets and exports a way in (the one-call handler or
+    /// `wasi:http/incoming-handler`), then asks it who it is. `hold` is dropped only when the compilation has really ended, even if the caller
     /// stopped waiting for it (a compile cannot be interrupted). No lock is held meanwhile.
     pub async fn load(runtime: &Arc<Runtime>, bytes: Vec<u8>, hold: impl Send + 'static) -> Result<Loaded, DeployError> {
         let size = bytes.len();

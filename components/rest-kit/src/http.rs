@@ -1,6 +1,8 @@
 //! HTTP plumbing over both exports (`wasi:http` and the one-call `handler`): reading a request
 //! and a bounded body, and sending a reply.
 
+use std::borrow::Cow;
+
 use crate::bindings::exports::votes::platform::handler;
 use crate::bindings::wasi::http::types::{
     Fields, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam,
@@ -61,8 +63,9 @@ pub trait Received {
     }
     /// The request headers a producer uses: body type and length, the client's idempotency key.
     fn head(&self) -> RequestHead;
-    /// The whole body, refusing more than `limit` bytes with `413`.
-    fn body(&self, head: &RequestHead, limit: usize) -> Result<Vec<u8>, Reply>;
+    /// The whole body, refusing more than `limit` bytes with `413`: read from the stream
+    /// through `wasi:http`, borrowed from the request through the handler.
+    fn body(&self, head: &RequestHead, limit: usize) -> Result<Cow<'_, [u8]>, Reply>;
 }
 
 impl Received for IncomingRequest {
@@ -93,7 +96,7 @@ impl Received for IncomingRequest {
 
     /// A body with a declared length is done once that many bytes arrived, without another read
     /// to learn it ended.
-    fn body(&self, headers: &RequestHead, limit: usize) -> Result<Vec<u8>, Reply> {
+    fn body(&self, headers: &RequestHead, limit: usize) -> Result<Cow<'_, [u8]>, Reply> {
         let too_large = || vote_core::rest::too_large(limit);
         if headers.content_length.is_some_and(|length| length > limit) {
             return Err(too_large());
@@ -113,7 +116,7 @@ impl Received for IncomingRequest {
                 Err(StreamError::LastOperationFailed(_)) => return Err(Reply::error(400, "body", "the body could not be read to its end")),
             }
         }
-        Ok(bytes)
+        Ok(Cow::Owned(bytes))
     }
 }
 
@@ -130,11 +133,11 @@ impl Received for handler::Request {
         head_from(|name| self.headers.iter().find(|(key, _)| key.eq_ignore_ascii_case(name)).map(|(_, value)| value.clone()))
     }
 
-    fn body(&self, _head: &RequestHead, limit: usize) -> Result<Vec<u8>, Reply> {
+    fn body(&self, _head: &RequestHead, limit: usize) -> Result<Cow<'_, [u8]>, Reply> {
         if self.body.len() > limit {
             return Err(vote_core::rest::too_large(limit));
         }
-        Ok(self.body.clone())
+        Ok(Cow::Borrowed(&self.body))
     }
 }
 

@@ -3,6 +3,8 @@
 //! plumbing (both exports) around `vote_core::rest`, which holds every rule and reply (the host's native
 //! baseline uses the same).
 
+use std::borrow::Cow;
+
 use vote_core::rest::{self, Batch, Endpoint};
 use vote_core::proto::VoteEvent;
 use vote_core::TOPIC;
@@ -10,14 +12,8 @@ use vote_core::TOPIC;
 pub use vote_core::rest::{Policy, MAX_BATCH_BYTES, MAX_BATCH_ITEMS, MAX_VOTE_BYTES, RETRY_AFTER_SECONDS};
 
 use crate::bindings::votes::platform::publisher::{self, Message};
-use crate::bindings::wasi::http::types::{IncomingRequest, ResponseOutparam};
-use crate::http::{Received, Reply, SendReply};
+use crate::http::{Received, Reply};
 use crate::publishing::outcome;
-
-/// Answers one request through `wasi:http`.
-pub fn serve(request: IncomingRequest, out: ResponseOutparam, policy: &dyn Policy) {
-    answer(&request, policy).send(out);
-}
 
 /// The reply to one request, however it arrived.
 pub fn answer(request: &impl Received, policy: &dyn Policy) -> Reply {
@@ -35,7 +31,7 @@ pub fn answer(request: &impl Received, policy: &dyn Policy) -> Reply {
 
 /// The body of a JSON request within `limit` bytes and the client's idempotency key, or the
 /// reply refusing them.
-fn json_body(request: &impl Received, limit: usize) -> Result<(Vec<u8>, Option<vote_core::IdempotencyKey>), Reply> {
+fn json_body(request: &impl Received, limit: usize) -> Result<(Cow<'_, [u8]>, Option<vote_core::IdempotencyKey>), Reply> {
     let head = request.head();
     let key = rest::check_head(&head, limit)?;
     Ok((request.body(&head, limit)?, key))

@@ -9,9 +9,8 @@ use vote_core::IdempotencyKey;
 use vote_platform::event::{Data, Envelope};
 
 use crate::bindings::votes::platform::publisher::{self, Message};
-use crate::bindings::wasi::http::types::{IncomingRequest, ResponseOutparam};
 use crate::fields::FieldError;
-use crate::http::{Received, Reply, SendReply};
+use crate::http::{Received, Reply};
 
 /// The largest body a workload endpoint reads.
 pub const MAX_BODY_BYTES: usize = 4 * 1024;
@@ -68,11 +67,6 @@ impl Workload {
     pub fn message(&self, event: &Envelope) -> Message {
         Message { topic: self.topic.to_owned(), key: event.id.clone().into_bytes(), payload: event.encode(), headers: Vec::new() }
     }
-}
-
-/// Answers one request through `wasi:http`.
-pub fn serve(request: IncomingRequest, out: ResponseOutparam, workload: &Workload) {
-    answer(&request, workload).send(out);
 }
 
 /// The reply to one request, however it arrived.

@@ -104,15 +104,31 @@ async fn rest_votes_are_counted_and_logged_with_the_component_version() {
 /// Through the one-call handler (what the host uses when a component exports it): a component
 /// that traps, one that loops forever, one that allocates past the cap, one that sets a field the
 /// host owns and one whose reply is over the handler's bound each fail only their own request,
-/// with a clear 500, while the host keeps serving the others.
+/// with a clear 500, while the host keeps serving the others. A component exporting only the
+/// handler is served; one whose handler has the wrong type is refused at deploy.
 #[tokio::test]
 async fn misbehaving_components_fail_only_their_own_request() {
     let cases = [("/trap", "trapped"), ("/loop", "deadline"), ("/alloc", "trapped"), ("/bad-header", "sets transfer-encoding, which the host owns"), ("/big", "bytes the one-call handler may return")];
-    misbehaving_fail_alone(&[], &cases).await;
+    let stack = misbehaving_fail_alone(&[], &cases).await;
+
+    // A component with the handler and no wasi:http export is served through the handler.
+    let http = reqwest::Client::new();
+    let deployed = stack.admin(&http, Method::POST, "/components").body(std::fs::read(component("handler_only")).unwrap()).send().await.unwrap();
+    assert_eq!(deployed.status().as_u16(), 201, "{}", deployed.text().await.unwrap());
+    let echoed: serde_json::Value = http.post(format!("{}/echo?x=1", stack.config.host_url())).body("hi").send().await.unwrap().json().await.unwrap();
+    assert_eq!(echoed, serde_json::json!({ "method": "POST", "target": "/echo?x=1", "body": "hi" }));
+    // One whose handler export has the wrong type is refused at deploy; the other keeps serving.
+    let refused = stack.admin(&http, Method::POST, "/components").body(std::fs::read(component("wrong_handler")).unwrap()).send().await.unwrap();
+    assert_eq!(refused.status().as_u16(), 422);
+    let reason: serde_json::Value = refused.json().await.unwrap();
+    assert!(reason["error"].as_str().unwrap().contains("start-up check"), "{reason}");
+    let list: serde_json::Value = stack.admin(&http, Method::GET, "/components").send().await.unwrap().json().await.unwrap();
+    assert_eq!(list[0]["version"], "handler-only@0.1.0", "{list}");
 }
 
 /// The same through `wasi:http` (`--wasi-http-only`): there a forbidden field traps the
-/// component (its `Fields::from_list` fails), and a large reply streams.
+/// component (its `Fields::from_list` fails), and a large reply streams. A component exporting
+/// only the handler is refused at deploy.
 #[tokio::test]
 async fn misbehaving_components_fail_only_their_own_request_through_wasi_http() {
     let cases = [("/trap", "trapped"), ("/loop", "deadline"), ("/alloc", "trapped"), ("/bad-header", "trapped")];
@@ -120,6 +136,11 @@ async fn misbehaving_components_fail_only_their_own_request_through_wasi_http() 
     let big = reqwest::get(format!("{}/big", stack.config.host_url())).await.unwrap();
     assert_eq!(big.status().as_u16(), 200, "wasi:http streams a reply of any size");
     assert!(big.bytes().await.unwrap().len() > 2 * 1024 * 1024);
+    // A component it could enter only by the one-call handler is refused, naming why.
+    let refused = stack.admin(&reqwest::Client::new(), Method::POST, "/components").body(std::fs::read(component("handler_only")).unwrap()).send().await.unwrap();
+    assert_eq!(refused.status().as_u16(), 422);
+    let reason: serde_json::Value = refused.json().await.unwrap();
+    assert!(reason["error"].as_str().unwrap().contains("--wasi-http-only"), "{reason}");
 }
 
 /// Runs misbehave in a host with `flags`; each of `cases` (a path and what its 500 says) fails

@@ -1,0 +1,78 @@
+//! The sandbox's price per request, without a broker: each component given is loaded as the host
+//! loads it and called with a vote the rules refuse (parsed and checked in the guest, nothing
+//! published), one request after another, through each way in it offers: a fresh instance entered
+//! by the one-call handler, a fresh instance entered through `wasi:http`, and (handler) one
+//! instance reused for 128 requests. Prints microseconds of wall time per request (one thread).
+//!
+//! `cargo bench -p host --bench sandbox -- <component.wasm>...` (default: the release
+//! `vote_rest.wasm`); `SANDBOX_BENCH_REQUESTS` sets the requests per measurement (20,000), and
+//! `VOTES_HOST_POOL_KEEP_RESIDENT_KIB` the host flag of that name.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use host::registry::{Loaded, Registry};
+use host::runtime::{Limits, Policy, Runtime};
+use host::serve::call_component;
+use http_body_util::BodyExt;
+
+/// A vote every producer refuses (rank 0 is out of range) after reading all of it.
+const REFUSED_VOTE: &str = r#"{"name":"Alux Nahual","album":"Alux Nahual","year":"1987","rank":"0"}"#;
+
+fn main() -> anyhow::Result<()> {
+    let mut files: Vec<PathBuf> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).map(PathBuf::from).collect();
+    if files.is_empty() {
+        let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../target").into());
+        files.push(PathBuf::from(target).join("wasm32-wasip2/release/vote_rest.wasm"));
+    }
+    let requests: u32 = std::env::var("SANDBOX_BENCH_REQUESTS").ok().and_then(|n| n.parse().ok()).unwrap_or(20_000);
+    let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    tokio.block_on(async {
+        for file in &files {
+            let bytes = std::fs::read(file).map_err(|e| anyhow::anyhow!("reading {}: {e} (build it with `make components`)", file.display()))?;
+            for (mode, wasi_http_only, reuse) in [("handler, fresh instance", false, 1), ("wasi:http, fresh instance", true, 1), ("handler, reuse 128", false, 128)] {
+                let runtime = Arc::new(runtime(wasi_http_only)?);
+                let loaded = match Registry::load(&runtime, bytes.clone(), ()).await {
+                    Ok(loaded) => loaded,
+                    Err(refused) => {
+                        println!("{:<28} {mode:<26} not served: {refused}", name(file));
+                        continue;
+                    }
+                };
+                let policy = Policy { instance_reuse: reuse, ..Policy::check(&runtime.limits) };
+                measure(&runtime, &policy, &loaded, requests / 10).await?;
+                let took = measure(&runtime, &policy, &loaded, requests).await?;
+                println!("{:<28} {mode:<26} {:>7.1} µs/request", name(file), took.as_secs_f64() * 1e6 / f64::from(requests));
+            }
+        }
+        Ok(())
+    })
+}
+
+/// A runtime as the host's defaults make it, publishing to a broker nobody listens on.
+fn runtime(wasi_http_only: bool) -> anyhow::Result<Runtime> {
+    let kafka = vote_kafka::Publisher::new(&vote_kafka::PublisherSettings::new("127.0.0.1:1", "sandbox-bench"))?;
+    let keep_resident_kib = std::env::var("VOTES_HOST_POOL_KEEP_RESIDENT_KIB").ok().and_then(|n| n.parse::<usize>().ok());
+    let keep_resident_bytes = keep_resident_kib.map_or(host::runtime::KEEP_RESIDENT_BYTES, |kib| kib * 1024);
+    let limits = Limits { memory_bytes: 64 << 20, request_timeout: Duration::from_secs(10), max_instances: 256, keep_resident_bytes };
+    Ok(Runtime::new(limits, vote_rabbit::Brokers::kafka(kafka))?.wasi_http_only(wasi_http_only))
+}
+
+/// Sends `requests` refused votes one after another; each must come back a 400.
+async fn measure(runtime: &Runtime, policy: &Policy, loaded: &Loaded, requests: u32) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    for _ in 0..requests {
+        let request = hyper::Request::post("http://localhost/votes").header("content-type", "application/json").body(Bytes::from_static(REFUSED_VOTE.as_bytes()))?;
+        let response = call_component(runtime, policy, &loaded.entry, Some(&loaded.idle), request, None, ()).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let status = response.status();
+        response.into_body().collect().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        anyhow::ensure!(status == 400, "the refused vote got {status}");
+    }
+    Ok(started.elapsed())
+}
+
+fn name(file: &std::path::Path) -> String {
+    file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+}
