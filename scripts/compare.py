@@ -84,10 +84,21 @@ def machine(votectl):
         "locust": " ".join(output_of([str(ROOT / ".venv" / "bin" / "locust"), "--version"]).split()[:2]),
         "python": platform.python_version(),
         "votectl": output_of([votectl, "--version"]),
-        "git": output_of(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"]),
+        "git": output_of(["git", "-C", str(ROOT), "describe", "--always", "--dirty"]),
+        "stack_components": stack_components(votectl),
         "load_before": os.getloadavg(),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
+
+
+def stack_components(votectl):
+    """Each component of the stack's wasm host with its places in flight (`votectl component
+    app`): the host divides its bound among the manifest's components."""
+    try:
+        app = json.loads(output_of([votectl, "component", "app"]) or "{}")
+        return {c["id"]: c["max_in_flight"] for c in app.get("components", [])}
+    except (ValueError, KeyError, TypeError):
+        return {}
 
 
 def host_rss_with_connections(url, pid, connections):
@@ -255,6 +266,19 @@ def smaps_breakdown(pid):
     return {k: round(v, 1) for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])}
 
 
+def share_note(components, swept):
+    """Why wasm REST may trail its variants far above 64 in flight: the stack's host gives
+    vote-rest only its share of the bound, the hosts the bench starts serve it alone."""
+    share = components.get("vote-rest")
+    side = [NAMES[n] for n in swept if n in ("rest-wasi-http", "rest-reuse")]
+    if not share or len(components) < 2 or not side:
+        return ""
+    return (f" The stack's host serves the manifest's {len(components)} components and gives vote-rest {share} places"
+            f" in flight (each component has its share of the host's bound, docs/platform.md); the hosts the bench starts"
+            f" for {' and '.join(side)} serve vote-rest alone with the whole bound, so past {share} in flight wasm REST"
+            " queues where they do not yet.")
+
+
 def report(machine_info, bench, locust, rss, files, args):
     paths = {p["path"]: p for p in bench["paths"]}
     ratios = bench["ratios"]
@@ -338,7 +362,8 @@ def report(machine_info, bench, locust, rss, files, args):
         "Accepted votes/s at each number of requests in flight. Over its bound (the host's",
         "`--max-in-flight`, the gRPC producer's `--max-concurrent-calls`) a request waits in a bounded",
         "FIFO queue (1,024 requests, 2 s by default) and is refused with a fast 503 or",
-        "`RESOURCE_EXHAUSTED` only when the queue is full or the wait runs out:",
+        "`RESOURCE_EXHAUSTED` only when the queue is full or the wait runs out."
+        + share_note(m.get("stack_components") or {}, swept),
         "",
         "| in flight | " + " | ".join(NAMES[n] for n in swept) + " |",
         "| ---: | " + " | ".join("---:" for _ in swept) + " |",
