@@ -2,10 +2,13 @@
 //! loads it and called with a vote the rules refuse (parsed and checked in the guest, nothing
 //! published), one request after another, through each way in it offers: a fresh instance entered
 //! by the one-call handler, a fresh instance entered through `wasi:http`, and (handler) one
-//! instance reused for 128 requests. Prints microseconds of wall time per request (one thread).
+//! instance reused for 128 requests. Then fresh instances again with the last N of them kept
+//! alive, as the broker's wait keeps them under load. Prints microseconds of wall time per request
+//! (one thread) and how much memory each ended instance had dirtied (what the pool resets).
 //!
 //! `cargo bench -p host --bench sandbox -- <component.wasm>...` (default: the release
-//! `vote_rest.wasm`); `SANDBOX_BENCH_REQUESTS` sets the requests per measurement (20,000), and
+//! `vote_rest.wasm`); `SANDBOX_BENCH_REQUESTS` sets the requests per measurement (20,000),
+//! `SANDBOX_BENCH_ALIVE` the instances kept alive (`1,64`; empty: none), and
 //! `VOTES_HOST_POOL_KEEP_RESIDENT_KIB` the host flag of that name.
 
 use std::path::PathBuf;
@@ -15,6 +18,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use host::registry::{Loaded, Registry};
 use host::runtime::{Limits, Policy, Runtime};
+use host::entry::Bound;
 use host::serve::call_component;
 use http_body_util::BodyExt;
 
@@ -44,6 +48,15 @@ fn main() -> anyhow::Result<()> {
                 let policy = Policy { instance_reuse: reuse, ..Policy::check(&runtime.limits) };
                 measure(&runtime, &policy, &loaded, requests / 10).await?;
                 let took = measure(&runtime, &policy, &loaded, requests).await?;
+                println!("{:<28} {mode:<26} {:>7.1} µs/request{}", name(file), took.as_secs_f64() * 1e6 / f64::from(requests), if reuse == 1 { dirtied(&runtime) } else { String::new() });
+            }
+            for alive in alive_counts() {
+                let runtime = Arc::new(runtime(false)?);
+                let Ok(loaded) = Registry::load(&runtime, bytes.clone(), ()).await else { continue };
+                let policy = Policy::check(&runtime.limits);
+                keep_alive(&runtime, &policy, &loaded, requests / 10, alive).await?;
+                let took = keep_alive(&runtime, &policy, &loaded, requests, alive).await?;
+                let mode = format!("handler, {alive} alive");
                 println!("{:<28} {mode:<26} {:>7.1} µs/request", name(file), took.as_secs_f64() * 1e6 / f64::from(requests));
             }
         }
@@ -56,7 +69,7 @@ fn runtime(wasi_http_only: bool) -> anyhow::Result<Runtime> {
     let kafka = vote_kafka::Publisher::new(&vote_kafka::PublisherSettings::new("127.0.0.1:1", "sandbox-bench"))?;
     let keep_resident_kib = std::env::var("VOTES_HOST_POOL_KEEP_RESIDENT_KIB").ok().and_then(|n| n.parse::<usize>().ok());
     let keep_resident_bytes = keep_resident_kib.map_or(host::runtime::KEEP_RESIDENT_BYTES, |kib| kib * 1024);
-    let limits = Limits { memory_bytes: 64 << 20, request_timeout: Duration::from_secs(10), max_instances: 256, keep_resident_bytes };
+    let limits = Limits { memory_bytes: 64 << 20, request_timeout: Duration::from_secs(10), max_instances: 256, keep_resident_bytes, perf_map: false };
     Ok(Runtime::new(limits, vote_rabbit::Brokers::kafka(kafka))?.wasi_http_only(wasi_http_only))
 }
 
@@ -64,13 +77,51 @@ fn runtime(wasi_http_only: bool) -> anyhow::Result<Runtime> {
 async fn measure(runtime: &Runtime, policy: &Policy, loaded: &Loaded, requests: u32) -> anyhow::Result<Duration> {
     let started = Instant::now();
     for _ in 0..requests {
-        let request = hyper::Request::post("http://localhost/votes").header("content-type", "application/json").body(Bytes::from_static(REFUSED_VOTE.as_bytes()))?;
+        let request = refused_vote()?;
         let response = call_component(runtime, policy, &loaded.entry, Some(&loaded.idle), request, None, ()).await.map_err(|e| anyhow::anyhow!("{e}"))?;
         let status = response.status();
         response.into_body().collect().await.map_err(|e| anyhow::anyhow!("{e}"))?;
         anyhow::ensure!(status == 400, "the refused vote got {status}");
     }
     Ok(started.elapsed())
+}
+
+/// What an instance's memory reset found dirtied, per unused slot: the pages written while it
+/// served, reset in place when it ended.
+fn dirtied(runtime: &Runtime) -> String {
+    let Some(pool) = runtime.engine.pooling_allocator_metrics() else { return String::new() };
+    let slots = pool.unused_warm_memories().max(1) as usize;
+    format!(" ({} KiB dirtied per instance)", pool.unused_memory_bytes_resident() / slots / 1024)
+}
+
+/// How many instances the "alive" runs keep: `SANDBOX_BENCH_ALIVE`, comma-separated (1,64).
+fn alive_counts() -> Vec<usize> {
+    let list = std::env::var("SANDBOX_BENCH_ALIVE").unwrap_or_else(|_| "1,64".into());
+    list.split(',').filter_map(|n| n.trim().parse().ok()).filter(|&n| n > 0).collect()
+}
+
+/// As under load, where each instance lives until the broker acknowledges its vote: a fresh
+/// instance per request, the last `alive` of them kept until a newer one replaces the oldest.
+async fn keep_alive(runtime: &Runtime, policy: &Policy, loaded: &Loaded, requests: u32, alive: usize) -> anyhow::Result<Duration> {
+    let mut stores = std::collections::VecDeque::with_capacity(alive);
+    let started = Instant::now();
+    for _ in 0..requests {
+        let request = refused_vote()?;
+        if stores.len() == alive {
+            stores.pop_front();
+        }
+        let mut store = runtime.new_store(policy);
+        let Bound::Handler(handler) = loaded.entry.instantiate(&mut store).await? else { anyhow::bail!("no handler export") };
+        let reply = handler.call_handle(&mut store, &host::entry::request(&request)).await?;
+        anyhow::ensure!(reply.status == 400, "the refused vote got {}", reply.status);
+        stores.push_back(store);
+    }
+    Ok(started.elapsed())
+}
+
+/// A `POST /votes` of [`REFUSED_VOTE`].
+fn refused_vote() -> anyhow::Result<hyper::Request<Bytes>> {
+    Ok(hyper::Request::post("http://localhost/votes").header("content-type", "application/json").body(Bytes::from_static(REFUSED_VOTE.as_bytes()))?)
 }
 
 fn name(file: &std::path::Path) -> String {

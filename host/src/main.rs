@@ -79,6 +79,10 @@ struct Args {
     /// slot ever used resident.
     #[arg(long, env = "VOTES_HOST_POOL_KEEP_RESIDENT_KIB", default_value_t = host::runtime::KEEP_RESIDENT_BYTES / 1024)]
     pool_keep_resident_kib: usize,
+    /// Write /tmp/perf-<pid>.map as components are compiled, so `perf report` names the guests'
+    /// functions (wasm[0]::function[N]) instead of showing bare addresses. For profiling only.
+    #[arg(long, env = "VOTES_HOST_PERF_MAP")]
+    perf_map: bool,
     /// How many requests may run in components at once; more get a fast 503 with Retry-After.
     /// Must stay below --max-instances (a deploy's check needs an instance too). Components
     /// with a `max_in_flight` share take it; the others split what is left.
@@ -272,6 +276,7 @@ async fn main() -> anyhow::Result<()> {
         request_timeout: Duration::from_millis(args.request_timeout_ms),
         max_instances: args.max_instances,
         keep_resident_bytes: args.pool_keep_resident_kib * 1024,
+        perf_map: args.perf_map,
     };
     let metrics = if args.native { Metrics::for_path(vote_core::Path::Native.as_str()) } else { Metrics::new() };
     let runtime = Arc::new(Runtime::new(limits.clone(), brokers)?.count_votes(metrics.votes.clone(), metrics.publish_refused.clone()).wasi_http_only(args.wasi_http_only));

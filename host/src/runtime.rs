@@ -37,6 +37,9 @@ pub struct Limits {
     pub max_instances: u32,
     /// How much of each linear memory is reset in place rather than decommitted.
     pub keep_resident_bytes: usize,
+    /// Write `/tmp/perf-<pid>.map` as components are compiled, so `perf report` names the
+    /// guests' functions instead of showing bare addresses.
+    pub perf_map: bool,
 }
 
 /// What one component's requests run under: the topics it may publish to, its memory cap and
@@ -126,6 +129,9 @@ impl Runtime {
             .wasm_component_model(true)
             .epoch_interruption(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        if limits.perf_map {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config)?;
         let linker = Self::linker(&engine)?;
         spawn_epoch_ticker(&engine);

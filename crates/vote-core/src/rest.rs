@@ -64,29 +64,28 @@ pub enum Member {
 /// A reply body: a JSON object, its members in name order.
 pub type Body = BTreeMap<&'static str, Member>;
 
-/// A reply before it is encoded, so a batch can gather each item's body.
+/// A reply before its body is encoded, so a batch can gather each item's body: the status and
+/// headers in `head` (whose body stays empty), the body as members.
 struct Answer {
-    status: u16,
-    headers: Vec<(String, String)>,
+    head: Reply,
     body: Body,
 }
 
 impl Answer {
     fn new(status: u16, body: Body) -> Self {
-        Self { status, headers: Vec::new(), body }
+        Self { head: Reply { status, headers: Vec::new(), body: Vec::new() }, body }
     }
 
     fn error(status: u16, field: &str, reason: &str) -> Self {
         Self::new(status, Body::from([("error", Member::Text(reason.to_owned())), ("field", Member::Text(field.to_owned()))]))
     }
 
-    fn with_header(mut self, name: &str, value: &str) -> Self {
-        self.headers.push((name.to_owned(), value.to_owned()));
-        self
+    fn with_header(self, name: &str, value: &str) -> Self {
+        Self { head: self.head.with_header(name, value), ..self }
     }
 
     fn reply(self) -> Reply {
-        Reply { headers: self.headers, ..Reply::json(self.status, &self.body) }
+        Reply { body: Reply::json(self.head.status, &self.body).body, ..self.head }
     }
 }
 
@@ -324,13 +323,13 @@ impl Batch {
                 }
                 Err(error) => invalid_answer(error),
             };
-            match answer.status {
+            match answer.head.status {
                 202 => accepted += 1,
                 503 => unavailable += 1,
                 _ => {}
             }
             let mut body = answer.body;
-            body.insert("status", Member::Whole(answer.status.into()));
+            body.insert("status", Member::Whole(answer.head.status.into()));
             results.push(body);
         }
         let count = |n: usize| Member::Whole(i64::try_from(n).unwrap_or(i64::MAX));
