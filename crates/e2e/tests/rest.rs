@@ -105,11 +105,12 @@ async fn rest_votes_are_counted_and_logged_with_the_component_version() {
 /// that traps, one that loops forever, one that allocates past the cap, one that sets a field the
 /// host owns and one whose reply is over the handler's bound each fail only their own request,
 /// with a clear 500, while the host keeps serving the others. A component exporting only the
-/// handler is served; one whose handler has the wrong type is refused at deploy.
+/// handler is served; one whose handler has the wrong type is refused at deploy. With
+/// `--perf-map` the host names the guests' compiled functions for `perf`.
 #[tokio::test]
 async fn misbehaving_components_fail_only_their_own_request() {
     let cases = [("/trap", "trapped"), ("/loop", "deadline"), ("/alloc", "trapped"), ("/bad-header", "sets transfer-encoding, which the host owns"), ("/big", "bytes the one-call handler may return")];
-    let stack = misbehaving_fail_alone(&[], &cases).await;
+    let stack = misbehaving_fail_alone(&["--perf-map"], &cases).await;
 
     // A component with the handler and no wasi:http export is served through the handler.
     let http = reqwest::Client::new();
@@ -124,6 +125,12 @@ async fn misbehaving_components_fail_only_their_own_request() {
     assert!(reason["error"].as_str().unwrap().contains("start-up check"), "{reason}");
     let list: serde_json::Value = stack.admin(&http, Method::GET, "/components").send().await.unwrap().json().await.unwrap();
     assert_eq!(list[0]["version"], "handler-only@0.1.0", "{list}");
+
+    let pid = stack.supervisor.running(vote_stack::Part::Host.name()).expect("the host runs");
+    let map = std::path::PathBuf::from(format!("/tmp/perf-{pid}.map"));
+    let names = std::fs::read_to_string(&map).expect("--perf-map writes /tmp/perf-<pid>.map");
+    std::fs::remove_file(&map).ok();
+    assert!(names.lines().any(|line| line.contains(" wasm[0]::function[")), "no guest function named in {}", map.display());
 }
 
 /// The same through `wasi:http` (`--wasi-http-only`): there a forbidden field traps the
