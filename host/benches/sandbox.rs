@@ -69,8 +69,8 @@ fn runtime(wasi_http_only: bool) -> anyhow::Result<Runtime> {
     let kafka = vote_kafka::Publisher::new(&vote_kafka::PublisherSettings::new("127.0.0.1:1", "sandbox-bench"))?;
     let keep_resident_kib = std::env::var("VOTES_HOST_POOL_KEEP_RESIDENT_KIB").ok().and_then(|n| n.parse::<usize>().ok());
     let keep_resident_bytes = keep_resident_kib.map_or(host::runtime::KEEP_RESIDENT_BYTES, |kib| kib * 1024);
-    let limits = Limits { memory_bytes: 64 << 20, request_timeout: Duration::from_secs(10), max_instances: 256, keep_resident_bytes, perf_map: false };
-    Ok(Runtime::new(limits, vote_rabbit::Brokers::kafka(kafka))?.wasi_http_only(wasi_http_only))
+    let limits = Limits { memory_bytes: 64 << 20, request_timeout: Duration::from_secs(10), max_instances: 256, keep_resident_bytes };
+    Ok(Runtime::new(limits, vote_rabbit::Brokers::kafka(kafka), wasmtime::ProfilingStrategy::None)?.wasi_http_only(wasi_http_only))
 }
 
 /// Sends `requests` refused votes one after another; each must come back a 400.

@@ -276,10 +276,11 @@ async fn main() -> anyhow::Result<()> {
         request_timeout: Duration::from_millis(args.request_timeout_ms),
         max_instances: args.max_instances,
         keep_resident_bytes: args.pool_keep_resident_kib * 1024,
-        perf_map: args.perf_map,
     };
+    // `--perf-map`: wasmtime writes /tmp/perf-<pid>.map as it compiles each component.
+    let profiler = if args.perf_map { wasmtime::ProfilingStrategy::PerfMap } else { wasmtime::ProfilingStrategy::None };
     let metrics = if args.native { Metrics::for_path(vote_core::Path::Native.as_str()) } else { Metrics::new() };
-    let runtime = Arc::new(Runtime::new(limits.clone(), brokers)?.count_votes(metrics.votes.clone(), metrics.publish_refused.clone()).wasi_http_only(args.wasi_http_only));
+    let runtime = Arc::new(Runtime::new(limits.clone(), brokers, profiler)?.count_votes(metrics.votes.clone(), metrics.publish_refused.clone()).wasi_http_only(args.wasi_http_only));
     let source = match (&args.manifest, &args.component) {
         (Some(path), _) => Source::Manifest { path: path.clone(), component_dir: args.component_dir.clone() },
         (None, Some(path)) => Source::Single(path.clone()),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
-use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
+use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ProfilingStrategy, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use vote_service::vote_metrics::VoteMetrics;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
@@ -37,9 +37,6 @@ pub struct Limits {
     pub max_instances: u32,
     /// How much of each linear memory is reset in place rather than decommitted.
     pub keep_resident_bytes: usize,
-    /// Write `/tmp/perf-<pid>.map` as components are compiled, so `perf report` names the
-    /// guests' functions instead of showing bare addresses.
-    pub perf_map: bool,
 }
 
 /// What one component's requests run under: the topics it may publish to, its memory cap and
@@ -107,8 +104,9 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// The engine for `limits`, publishing through `publisher` (each topic to its broker).
-    pub fn new(limits: Limits, publisher: vote_rabbit::Brokers) -> anyhow::Result<Self> {
+    /// The engine for `limits`, publishing through `publisher` (each topic to its broker), with
+    /// `profiler` (`PerfMap` for `--perf-map`; `None` otherwise).
+    pub fn new(limits: Limits, publisher: vote_rabbit::Brokers, profiler: ProfilingStrategy) -> anyhow::Result<Self> {
         let mut pool = PoolingAllocationConfig::new();
         pool.total_component_instances(limits.max_instances)
             .total_core_instances(limits.max_instances * 4)
@@ -129,9 +127,7 @@ impl Runtime {
             .wasm_component_model(true)
             .epoch_interruption(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        if limits.perf_map {
-            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
-        }
+        config.profiler(profiler);
         let engine = Engine::new(&config)?;
         let linker = Self::linker(&engine)?;
         spawn_epoch_ticker(&engine);
