@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::builder::BoolishValueParser;
+use clap::{ArgAction, Parser};
 use host::fleet::{Fleet, FleetSettings};
 use host::metrics::Metrics;
 use host::app::{Application, Defaults, Source};
@@ -81,7 +82,7 @@ struct Args {
     pool_keep_resident_kib: usize,
     /// Write /tmp/perf-<pid>.map as components are compiled, so `perf report` names the guests'
     /// functions (wasm[0]::function[N]) instead of showing bare addresses. For profiling only.
-    #[arg(long, env = "VOTES_HOST_PERF_MAP")]
+    #[arg(long, env = "VOTES_HOST_PERF_MAP", action = ArgAction::SetTrue, value_parser = BoolishValueParser::new())]
     perf_map: bool,
     /// How many requests may run in components at once; more get a fast 503 with Retry-After.
     /// Must stay below --max-instances (a deploy's check needs an instance too). Components
@@ -105,7 +106,7 @@ struct Args {
     /// Serve every component through `wasi:http/incoming-handler`, even one that exports the
     /// one-call `votes:platform/handler` (which the host otherwise prefers: one call per request
     /// instead of some 25); to measure or test the `wasi:http` path.
-    #[arg(long, env = "VOTES_HOST_WASI_HTTP_ONLY")]
+    #[arg(long, env = "VOTES_HOST_WASI_HTTP_ONLY", action = ArgAction::SetTrue, value_parser = BoolishValueParser::new())]
     wasi_http_only: bool,
     /// How many HTTP connections may be open at once; when full, the connection idle the longest
     /// (or that never sent a request) is closed to make room, and with none idle a new one gets
@@ -146,12 +147,12 @@ struct Args {
     #[arg(long, env = "VOTES_HOST_FLEET_TOPIC")]
     fleet_topic: Option<String>,
     /// Create the fleet topic (one partition, compacted, replication 1) when it is missing.
-    #[arg(long, env = "VOTES_HOST_FLEET_CREATE_TOPIC")]
+    #[arg(long, env = "VOTES_HOST_FLEET_CREATE_TOPIC", action = ArgAction::SetTrue, value_parser = BoolishValueParser::new())]
     fleet_create_topic: bool,
     /// Answer the REST endpoints with native code over the same rules, server, limits and
     /// publisher instead of the component (the baseline that prices the sandbox; votes go on path
     /// `native`). The component is still loaded but never called; no admin API, no fleet.
-    #[arg(long, env = "VOTES_HOST_NATIVE", conflicts_with = "fleet_topic")]
+    #[arg(long, env = "VOTES_HOST_NATIVE", action = ArgAction::SetTrue, value_parser = BoolishValueParser::new(), conflicts_with = "fleet_topic")]
     native: bool,
     #[command(flatten)]
     fleet_keys: host::deploy_auth::FleetKeyArgs,
@@ -342,4 +343,22 @@ async fn main() -> anyhow::Result<()> {
     publisher.flush(settings.timeout);
     tracing::info!("votes-host stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Switches set through the environment take the usual spellings of yes and no (`1`, `yes`,
+    /// `on`, `true` and their opposites), not only `true` and `false`.
+    #[test]
+    fn switches_from_the_environment_take_1_and_0() {
+        // nextest runs each test in a process of its own, so these reach no other test.
+        std::env::set_var("VOTES_HOST_PERF_MAP", "1");
+        std::env::set_var("VOTES_HOST_WASI_HTTP_ONLY", "yes");
+        std::env::set_var("VOTES_HOST_FLEET_CREATE_TOPIC", "on");
+        std::env::set_var("VOTES_HOST_NATIVE", "0");
+        let args = Args::try_parse_from(["votes-host", "--component", "vote_rest.wasm"]).unwrap_or_else(|e| panic!("{e}"));
+        assert!(args.perf_map && args.wasi_http_only && args.fleet_create_topic && !args.native);
+    }
 }
