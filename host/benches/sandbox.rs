@@ -8,7 +8,9 @@
 //!
 //! `cargo bench -p host --bench sandbox -- <component.wasm>...` (default: the release
 //! `vote_rest.wasm`); `SANDBOX_BENCH_REQUESTS` sets the requests per measurement (20,000),
-//! `SANDBOX_BENCH_ALIVE` the instances kept alive (`1,64`; empty: none), and
+//! `SANDBOX_BENCH_ALIVE` the instances kept alive (`1,64`; empty: none),
+//! `SANDBOX_BENCH_INSTANCES` the pool's size (256; 2 lets it run under `valgrind --tool=callgrind`,
+//! which counts instructions whatever else the machine does), and
 //! `VOTES_HOST_POOL_KEEP_RESIDENT_KIB` the host flag of that name.
 
 use std::path::PathBuf;
@@ -69,7 +71,9 @@ fn runtime(wasi_http_only: bool) -> anyhow::Result<Runtime> {
     let kafka = vote_kafka::Publisher::new(&vote_kafka::PublisherSettings::new("127.0.0.1:1", "sandbox-bench"))?;
     let keep_resident_kib = std::env::var("VOTES_HOST_POOL_KEEP_RESIDENT_KIB").ok().and_then(|n| n.parse::<usize>().ok());
     let keep_resident_bytes = keep_resident_kib.map_or(host::runtime::KEEP_RESIDENT_BYTES, |kib| kib * 1024);
-    let limits = Limits { memory_bytes: 64 << 20, request_timeout: Duration::from_secs(10), max_instances: 256, keep_resident_bytes };
+    // A small pool (`SANDBOX_BENCH_INSTANCES=2`) fits the address space valgrind can map.
+    let max_instances = std::env::var("SANDBOX_BENCH_INSTANCES").ok().and_then(|n| n.parse().ok()).unwrap_or(256);
+    let limits = Limits { memory_bytes: 64 << 20, request_timeout: Duration::from_secs(10), max_instances, keep_resident_bytes };
     Ok(Runtime::new(limits, vote_rabbit::Brokers::kafka(kafka), wasmtime::ProfilingStrategy::None)?.wasi_http_only(wasi_http_only))
 }
 
