@@ -33,7 +33,7 @@ fn main() -> anyhow::Result<()> {
         let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../target").into());
         files.push(PathBuf::from(target).join("wasm32-wasip2/release/vote_rest.wasm"));
     }
-    let requests: u32 = std::env::var("SANDBOX_BENCH_REQUESTS").ok().and_then(|n| n.parse().ok()).unwrap_or(20_000);
+    let requests: u32 = env_number("SANDBOX_BENCH_REQUESTS").unwrap_or(20_000);
     let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     tokio.block_on(async {
         for file in &files {
@@ -69,10 +69,9 @@ fn main() -> anyhow::Result<()> {
 /// A runtime as the host's defaults make it, publishing to a broker nobody listens on.
 fn runtime(wasi_http_only: bool) -> anyhow::Result<Runtime> {
     let kafka = vote_kafka::Publisher::new(&vote_kafka::PublisherSettings::new("127.0.0.1:1", "sandbox-bench"))?;
-    let keep_resident_kib = std::env::var("VOTES_HOST_POOL_KEEP_RESIDENT_KIB").ok().and_then(|n| n.parse::<usize>().ok());
-    let keep_resident_bytes = keep_resident_kib.map_or(host::runtime::KEEP_RESIDENT_BYTES, |kib| kib * 1024);
+    let keep_resident_bytes = env_number::<usize>("VOTES_HOST_POOL_KEEP_RESIDENT_KIB").map_or(host::runtime::KEEP_RESIDENT_BYTES, |kib| kib * 1024);
     // A small pool (`SANDBOX_BENCH_INSTANCES=2`) fits the address space valgrind can map.
-    let max_instances = std::env::var("SANDBOX_BENCH_INSTANCES").ok().and_then(|n| n.parse().ok()).unwrap_or(256);
+    let max_instances = env_number("SANDBOX_BENCH_INSTANCES").unwrap_or(256);
     let limits = Limits { memory_bytes: 64 << 20, request_timeout: Duration::from_secs(10), max_instances, keep_resident_bytes };
     Ok(Runtime::new(limits, vote_rabbit::Brokers::kafka(kafka), wasmtime::ProfilingStrategy::None)?.wasi_http_only(wasi_http_only))
 }
@@ -126,6 +125,11 @@ async fn keep_alive(runtime: &Runtime, policy: &Policy, loaded: &Loaded, request
 /// A `POST /votes` of [`REFUSED_VOTE`].
 fn refused_vote() -> anyhow::Result<hyper::Request<Bytes>> {
     Ok(hyper::Request::post("http://localhost/votes").header("content-type", "application/json").body(Bytes::from_static(REFUSED_VOTE.as_bytes()))?)
+}
+
+/// The number in environment variable `name`, if it is set to one.
+fn env_number<T: std::str::FromStr>(name: &str) -> Option<T> {
+    std::env::var(name).ok().and_then(|n| n.trim().parse().ok())
 }
 
 fn name(file: &std::path::Path) -> String {
