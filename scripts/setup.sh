@@ -72,7 +72,9 @@ fi
 
 if ! command -v tansu >/dev/null && [ ! -x "$HOME/.cargo/bin/tansu" ]; then
   say "installing the Tansu broker $TANSU_VERSION (cargo install, about 10-13 minutes on 2 cores)"
-  cargo install tansu --version "$TANSU_VERSION" --features libsql --locked
+  # Its own temporary target dir, not the project's (make exports CARGO_TARGET_DIR): a build
+  # beside it does not wait for the shared target dir's lock.
+  env -u CARGO_TARGET_DIR cargo install tansu --version "$TANSU_VERSION" --features libsql --locked
 fi
 
 if [ ! -x .venv/bin/nx-27017 ]; then
