@@ -70,11 +70,15 @@ if command -v rustup >/dev/null && ! rustup target list --installed | grep -qx w
   rustup target add wasm32-wasip2
 fi
 
+# `cargo install` in its own temporary target dir, not the project's (make exports
+# CARGO_TARGET_DIR): a build beside it does not wait for the shared target dir's lock.
+install_tool() {
+  env -u CARGO_TARGET_DIR cargo install "$@"
+}
+
 if ! command -v tansu >/dev/null && [ ! -x "$HOME/.cargo/bin/tansu" ]; then
   say "installing the Tansu broker $TANSU_VERSION (cargo install, about 10-13 minutes on 2 cores)"
-  # Its own temporary target dir, not the project's (make exports CARGO_TARGET_DIR): a build
-  # beside it does not wait for the shared target dir's lock.
-  env -u CARGO_TARGET_DIR cargo install tansu --version "$TANSU_VERSION" --features libsql --locked
+  install_tool tansu --version "$TANSU_VERSION" --features libsql --locked
 fi
 
 if [ ! -x .venv/bin/nx-27017 ]; then
@@ -106,7 +110,6 @@ fi
 wasmtime_bin="$(command -v wasmtime || echo "$HOME/.cargo/bin/wasmtime")"
 if ! "$wasmtime_bin" --version 2>/dev/null | grep -q "^wasmtime $WASMTIME_VERSION"; then
   say "installing wasmtime-cli $WASMTIME_VERSION (cargo install, about 10 minutes on 2 cores)"
-  # Its own temporary target dir, not the project's (make exports CARGO_TARGET_DIR).
-  env -u CARGO_TARGET_DIR cargo install wasmtime-cli --version "$WASMTIME_VERSION" --locked
+  install_tool wasmtime-cli --version "$WASMTIME_VERSION" --locked
 fi
 say "all set"
